@@ -1,0 +1,43 @@
+# homegrown: `make demo` runs the whole pipeline on the embedded default; `make test` runs the tests.
+# Both create the virtual environment first when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HOMEGROWN_HOME ?= $(CURDIR)/.homegrown
+export DAGSTER_HOME ?= $(HOMEGROWN_HOME)/dagster
+
+.PHONY: install demo test test-fast ui mlflow-ui bench-data bench-train bench-gpu bench-serve clean
+
+$(BIN)/homegrown: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==26.3
+	# torch first, pinned to the CPU build (a plain `torch` would pull a multi-GB CUDA build)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,llama]'
+	touch $(BIN)/homegrown
+
+install: $(BIN)/homegrown
+
+demo: install
+	$(BIN)/homegrown demo
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+ui: install
+	$(BIN)/homegrown ui
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(HOMEGROWN_HOME)/mlflow/mlflow.db --port 5000
+
+bench-data: install
+	$(BIN)/python bench/bench_data.py
+
+clean:
+	rm -rf $(HOMEGROWN_HOME)

@@ -1,0 +1,62 @@
+"""merged_model: the adapter merged into the base in full precision (safetensors + tokenizer + model card)."""
+
+import json
+
+import dagster as dg
+from pydantic import Field
+
+from assets._lineage import mlflow_metadata, stage_run
+from homegrown.training.chat import to_prompt_completion
+from homegrown.training.merge import max_logit_difference, merge_adapter
+from resources import MlflowResource, StorageResource
+
+class MergeConfig(dg.Config):
+    logit_tolerance: float = Field(default=1e-3, description="Max |merged - (base+adapter)| logit difference.")
+    check_prompts: int = Field(default=8, ge=1, description="Validation prompts the equivalence check uses.")
+
+@dg.asset(
+    group_name="model", kinds={"safetensors"}, deps=["lora_adapter"],
+    check_specs=[dg.AssetCheckSpec("merge_matches_adapter", asset="merged_model", blocking=True,
+                                   description="Merged and base+adapter logits agree on validation prompts.")],
+)
+def merged_model(
+    context: dg.AssetExecutionContext, config: MergeConfig, store: StorageResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """The adapter merged into the float32 base (never a quantized one): what quantization and serving start from."""
+    artifacts = store.store()
+    adapter = artifacts.require_latest("lora_adapter")
+    splits = artifacts.require_latest("dataset_splits")
+    out_dir = artifacts.stage_dir("merged_model", f"v{adapter['model_version']}")
+    card = {"base_model": adapter["base_model"], "dataset_version": adapter["dataset_version"],
+            "metrics": adapter["metrics"], "model_version": adapter["model_version"],
+            "mlflow_model_uri": adapter["mlflow_model_uri"], "license": "apache-2.0"}
+    merged = merge_adapter(adapter["base_path"], adapter["adapter_dir"], out_dir, model_card=card)
+
+    prompts = _validation_prompts(splits["paths"]["validation"]["jsonl"], config.check_prompts)
+    diff = max_logit_difference(adapter["base_path"], adapter["adapter_dir"], merged, prompts)
+    with stage_run(context, mlflow.tracker(), "merged_model") as run:
+        run.log_params({"model_version": adapter["model_version"], "adapter_dir": adapter["adapter_dir"]})
+        run.log_metrics({"max_logit_difference": diff})
+        run.set_tags({"dataset_version": adapter["dataset_version"]})
+        lineage = mlflow_metadata(run)
+    mlflow.tracker().tag_model_version(adapter["model_version"], {"merged_path": str(merged)})
+    artifacts.record_latest("merged_model", {"path": str(merged), "model_version": adapter["model_version"],
+                                             "max_logit_difference": diff})
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(str(merged)), "max_logit_difference": dg.MetadataValue.float(diff),
+                  "model_version": dg.MetadataValue.text(str(adapter["model_version"])), **lineage},
+        check_results=[dg.AssetCheckResult(check_name="merge_matches_adapter", passed=diff <= config.logit_tolerance,
+                                           metadata={"max_logit_difference": diff,
+                                                     "tolerance": config.logit_tolerance})],
+    )
+
+def _validation_prompts(jsonl_path: str, limit: int) -> list[str]:
+    """Plain text of the first validation conversations (prompt and answer), for the logits comparison."""
+    texts = []
+    with open(jsonl_path, encoding="utf-8") as fh:
+        for line in fh:
+            row = to_prompt_completion(json.loads(line))
+            texts.append("\n".join(m["content"] for m in row["prompt"] + row["completion"]))
+            if len(texts) >= limit:
+                break
+    return texts or ["Hello"]

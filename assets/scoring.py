@@ -1,0 +1,121 @@
+"""scored_dataset: interactions that are good enough to learn from: scored, anonymised, de-duplicated."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field, model_validator
+
+from assets._lineage import mlflow_metadata, stage_run, table_preview
+from homegrown.data.anonymise import find_pii
+from homegrown.data.curate import curate
+from homegrown.data.ingest import load_interactions
+from homegrown.data.quality import QualityPolicy
+from homegrown.store import read_parquet
+from resources import MlflowResource, StorageResource
+
+class ScoringConfig(dg.Config):
+    """The quality policy; the defaults are the seeds' (page-builder score, hibachi filters)."""
+
+    threshold: float = Field(default=5.0, description="Keep rows whose 0..10 score reaches this.")
+    valid_output_weight: float = Field(default=3.0, description="Points for a valid answer (JSON: fits the schema).")
+    thumbs_up_weight: float = Field(default=3.0, description="Points for an explicit thumbs up.")
+    accepted_weight: float = Field(default=2.0, description="Points when the user accepted the answer as is.")
+    accepted_with_edits_weight: float = Field(default=1.0, description="Points when accepted after edits.")
+    conversation_continued_weight: float = Field(default=1.0, description="Points when the conversation went on.")
+    critic_min: float = Field(default=0.9, description="A critic quality_score above this keeps a row by itself.")
+    keep_on_booking: bool = Field(default=True, description="led_to_booking keeps a row by itself.")
+    rating_min: int = Field(default=4, description="customer_rating at or above this keeps a row by itself.")
+    use_admin_corrections: bool = Field(default=True, description="An admin correction replaces the answer and keeps it.")
+    drop_on_thumbs_down: bool = Field(default=True, description="Thumbs down drops a row unless corrected.")
+    require_valid_output: bool = Field(default=True, description="An invalid answer (bad JSON, bad tool call) drops.")
+    keep_synthetic: bool = Field(default=True, description="Keep synthetic examples from the knowledge file.")
+    dedup_threshold: float = Field(default=0.8, gt=0, le=1, description="Jaccard above which answers collapse.")
+    min_examples: int = Field(default=50, ge=1, description="Blocking check: fewer kept examples fail the run.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScoringConfig":
+        self.to_policy()  # the policy validates illegal combinations with a clear message
+        return self
+
+    def to_policy(self) -> QualityPolicy:
+        fields = QualityPolicy.__dataclass_fields__
+        return QualityPolicy(**{k: v for k, v in self.model_dump().items() if k in fields})
+
+@dg.asset(
+    group_name="data",
+    kinds={"parquet"},
+    deps=["raw_interactions", "synthetic_examples"],
+    check_specs=[
+        dg.AssetCheckSpec("no_pii_left", asset="scored_dataset", blocking=True,
+                          description="No e-mail, phone, card, address, name or id pattern in any kept example."),
+        dg.AssetCheckSpec("no_opted_out_org", asset="scored_dataset", blocking=True,
+                          description="No kept example belongs to an organisation in optout.json."),
+        dg.AssetCheckSpec("enough_examples", asset="scored_dataset", blocking=True,
+                          description="At least the configured minimum of examples are kept."),
+    ],
+)
+def scored_dataset(
+    context: dg.AssetExecutionContext, config: ScoringConfig, store: StorageResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """Interactions that are good enough to learn from: scored, anonymised, de-duplicated, with lineage."""
+    artifacts = store.store()
+    raw = artifacts.require_latest("raw_interactions")
+    interactions = load_interactions(raw["db_path"])
+    opted_out = set(raw.get("opted_out_orgs", []))
+    synth_info = artifacts.latest("synthetic_examples")
+    synthetic = read_parquet(synth_info["path"]) if synth_info and synth_info["rows"] else pd.DataFrame(
+        columns=["example_id", "org_id", "generator"])
+
+    result = curate(interactions, synthetic, config.to_policy(), opted_out, dedup_threshold=config.dedup_threshold)
+    table = result.table
+    kept = result.kept
+    version = _version(table)
+    path = artifacts.write_table("scored_dataset", version, "scored", table)
+
+    pii_hits = _pii_hits(kept)
+    leaked_orgs = sorted(set(kept["org_id"].dropna()) & opted_out)
+    reasons = table["reason"].str.replace(r"\d+(\.\d+)?", "#", regex=True).value_counts()
+
+    with stage_run(context, mlflow.tracker(), "scored_dataset") as run:
+        run.log_params(config.model_dump())
+        run.log_metrics({k: float(v) for k, v in result.stats.items()})
+        lineage = mlflow_metadata(run)
+    artifacts.record_latest("scored_dataset", {"path": str(path), "version": version, **result.stats})
+
+    checks = [
+        dg.AssetCheckResult(check_name="no_pii_left", passed=not pii_hits,
+                            metadata={"hits": len(pii_hits), "examples": dg.MetadataValue.json(pii_hits[:10])}),
+        dg.AssetCheckResult(check_name="no_opted_out_org", passed=not leaked_orgs,
+                            metadata={"orgs": dg.MetadataValue.json(leaked_orgs)}),
+        dg.AssetCheckResult(check_name="enough_examples", passed=len(kept) >= config.min_examples,
+                            metadata={"kept": len(kept), "minimum": config.min_examples}),
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(len(table)),
+            "kept": dg.MetadataValue.int(len(kept)),
+            "dropped": dg.MetadataValue.int(len(table) - len(kept)),
+            "duplicates": dg.MetadataValue.int(result.stats.get("duplicates", 0)),
+            "version": dg.MetadataValue.text(version),
+            "path": dg.MetadataValue.path(str(path)),
+            "reasons": dg.MetadataValue.md(
+                "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in reasons.items())),
+            **lineage,
+        },
+        check_results=checks,
+    )
+
+def _pii_hits(kept: pd.DataFrame) -> list[dict]:
+    hits = []
+    for example_id, messages in zip(kept["example_id"], kept["messages"]):
+        for message in messages:
+            for span in find_pii(message.get("content") or ""):
+                hits.append({"example_id": example_id, "kind": span.kind, "text": span.text})
+    return hits
+
+def _version(table: pd.DataFrame) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for example_id, keep in sorted(zip(table["example_id"], table["keep"])):
+        h.update(f"{example_id}:{int(keep)}\n".encode())
+    return h.hexdigest()[:12]

@@ -1,0 +1,364 @@
+"""Incremental ingestion of an input location into a SQLite state database.
+
+:func:`ingest` reads only what is new since the last call: files it has not seen, the appended tail of
+JSONL files, and the rows after the last consumed one of changed CSV and Parquet files. It keeps
+
+- ``interactions``: one row per id, the newest by ``created_at`` (ties: the row read later wins);
+- ``feedback``: per interaction id and feedback field, the newest value. Inline ``feedback`` of a row
+  counts as an event at the row's ``created_at``; events for ids not seen yet wait there until the id
+  arrives, so none is lost;
+- ``quarantine``: every line that does not fit the format, with file, line, reason and raw text;
+- ``files``: a cursor per input file; it advances in the same transaction as the rows it covers, so an
+  interrupted ingestion resumes without reading a line twice;
+- ``optout``: the organisations of each location's ``optout.json``, re-read on every call (the latest
+  list of a location replaces its previous one; several locations add up).
+
+Every input line ever read is accounted for exactly once:
+``input_lines == interactions + superseded + quarantined + feedback_events``. Blank JSONL lines are not
+input lines. A file that cannot be read at all (a corrupt Parquet file) is one quarantined line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from homegrown.data.columns import INTERACTION_COLUMNS, JSON_INTERACTION_COLUMNS
+from homegrown.data.records import RecordError, normalise_record
+from homegrown.data.sources import Batch, FileInfo, ParseError, list_location, read_batches, read_optout
+
+RAW_LIMIT = 10_000
+BATCH_ROWS = 5_000
+COUNTERS = ("input_lines", "interaction_lines", "feedback_events", "quarantined")
+
+# Stored columns of the interactions table: feedback lives in its own table and is merged on load.
+STORED_COLUMNS = [column for column in INTERACTION_COLUMNS if column != "feedback"]
+STORED_JSON = [column for column in JSON_INTERACTION_COLUMNS if column != "feedback"]
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS interactions (
+    {", ".join(f"{column} TEXT" + (" PRIMARY KEY" if column == "id" else "") for column in STORED_COLUMNS)},
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    target_id TEXT NOT NULL, field TEXT NOT NULL, value TEXT, created_at TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (target_id, field)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq INTEGER PRIMARY KEY, file TEXT NOT NULL, line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT,
+    ingested_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantine_file ON quarantine (file, line);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, size INTEGER NOT NULL, position INTEGER NOT NULL,
+    line INTEGER NOT NULL, tail BLOB, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS optout (location TEXT NOT NULL, org_id TEXT NOT NULL, PRIMARY KEY (location, org_id));
+"""
+
+UPSERT_INTERACTION = f"""
+INSERT INTO interactions ({", ".join(STORED_COLUMNS)}, seq) VALUES ({", ".join("?" * (len(STORED_COLUMNS) + 1))})
+ON CONFLICT (id) DO UPDATE SET {", ".join(f"{column} = excluded.{column}" for column in STORED_COLUMNS[1:])},
+    seq = excluded.seq
+WHERE excluded.created_at > interactions.created_at
+   OR (excluded.created_at = interactions.created_at AND excluded.seq > interactions.seq)
+"""
+
+UPSERT_FEEDBACK = """
+INSERT INTO feedback (target_id, field, value, created_at, seq) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (target_id, field) DO UPDATE SET value = excluded.value, created_at = excluded.created_at,
+    seq = excluded.seq
+WHERE excluded.created_at > feedback.created_at
+   OR (excluded.created_at = feedback.created_at AND excluded.seq > feedback.seq)
+"""
+
+
+@dataclass
+class IngestResult:
+    """What one :func:`ingest` call did (``new_*``) and the totals over every call on this database.
+
+    ``opted_out_orgs`` is the union over every location ingested into the database.
+    """
+
+    location: str
+    new_files: int = 0
+    updated_files: int = 0
+    new_lines: int = 0
+    new_interactions: int = 0
+    new_superseded: int = 0
+    new_quarantined: int = 0
+    new_feedback_events: int = 0
+    input_lines: int = 0
+    interactions: int = 0
+    superseded: int = 0
+    quarantined: int = 0
+    feedback_events: int = 0
+    pending_feedback: int = 0
+    opted_out_orgs: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    held_back_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def balanced(self) -> bool:
+        """Whether every input line is accounted for exactly once."""
+        return self.input_lines == self.interactions + self.superseded + self.quarantined + self.feedback_events
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.new_lines / self.seconds if self.seconds else 0.0
+
+
+def ingest(location: str | Path, db_path: Path, batch_rows: int = BATCH_ROWS) -> IngestResult:
+    """Read what is new in ``location`` (a folder or ``s3://bucket/prefix``) into the database at ``db_path``.
+
+    Raises :class:`~homegrown.data.sources.OptOutError` before touching the database when
+    ``optout.json`` is malformed, and ``FileNotFoundError`` when the location is not a folder.
+    Bad rows never raise: they are quarantined with their reason.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    started = time.perf_counter()
+    location = str(location)
+    optout = read_optout(location)
+    listing = list_location(location)
+    result = IngestResult(location=location, skipped_files=listing.skipped)
+    with _connect(db_path) as conn:
+        before = _totals(conn)
+        with _transaction(conn):
+            conn.execute("DELETE FROM optout WHERE location = ?", (location,))
+            conn.executemany(
+                "INSERT INTO optout (location, org_id) VALUES (?, ?)", [(location, org) for org in sorted(optout)]
+            )
+        cursors = {row[0]: row[1:] for row in conn.execute("SELECT path, fingerprint, position, line, tail FROM files")}
+        seq = before["input_lines"]
+        for file in listing.files:
+            cursor = cursors.get(file.path)
+            if cursor is not None and cursor[0] == file.fingerprint:
+                continue
+            if cursor is None:
+                result.new_files += 1
+                position, line, tail = 0, 0, b""
+            else:
+                result.updated_files += 1
+                position, line, tail = cursor[1], cursor[2], cursor[3] or b""
+            seq, held_back = _ingest_file(conn, file, position, line, tail, seq, batch_rows)
+            result.held_back_bytes += held_back
+        after = _totals(conn)
+
+    for name in ("input_lines", "interactions", "superseded", "quarantined", "feedback_events"):
+        setattr(result, name, after[name])
+        setattr(result, f"new_{name}" if name != "input_lines" else "new_lines", after[name] - before[name])
+    result.pending_feedback = after["pending_feedback"]
+    result.opted_out_orgs = sorted(load_optout(db_path))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _ingest_file(
+    conn: sqlite3.Connection, file: FileInfo, position: int, line: int, tail: bytes, seq: int, batch_rows: int
+) -> tuple[int, int]:
+    """Read one file from its cursor; each batch and the cursor after it commit together."""
+    held_back = 0
+    batches: Iterator[Batch] = read_batches(file, position, line, tail, batch_size=batch_rows)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (csv.Error, pa.ArrowException, UnicodeError) as error:
+            # The file itself cannot be read (from here on); record that once, and retry when it changes.
+            with _transaction(conn):
+                seq += 1
+                _quarantine(conn, [(seq, file.path, line, f"unreadable {file.format} file: {error}", None)])
+                _bump(conn, input_lines=1, quarantined=1)
+                _save_cursor(conn, file, position, line, tail)
+            return seq, held_back
+        if batch is None:
+            with _transaction(conn):
+                _save_cursor(conn, file, position, line, tail)
+            return seq, held_back
+        seq = _store_batch(conn, file, batch, seq)
+        position, line, tail = batch.position, batch.line, batch.tail
+        held_back = batch.held_back_bytes
+
+
+def _store_batch(conn: sqlite3.Connection, file: FileInfo, batch: Batch, seq: int) -> int:
+    interactions, feedback, quarantined = [], [], []
+    events = 0
+    for line, item in batch.rows:
+        seq += 1
+        if isinstance(item, ParseError):
+            quarantined.append((seq, file.path, line, item.reason, item.raw[:RAW_LIMIT]))
+            continue
+        try:
+            kind, record = normalise_record(item)
+        except RecordError as error:
+            quarantined.append((seq, file.path, line, error.reason, _dumps(item)[:RAW_LIMIT]))
+            continue
+        if kind == "feedback":
+            events += 1
+            target, created_at = record.pop("feedback_for"), record.pop("created_at")
+            feedback.extend((target, key, _dumps(value), created_at, seq) for key, value in record.items())
+            continue
+        feedback.extend(
+            (record["id"], key, _dumps(value), record["created_at"], seq) for key, value in record["feedback"].items()
+        )
+        record["source"] = f"{file.path}:{line}"
+        interactions.append(
+            tuple(_dumps(record[c]) if c in STORED_JSON and record[c] is not None else record[c] for c in STORED_COLUMNS)
+            + (seq,)
+        )
+    with _transaction(conn):
+        conn.executemany(UPSERT_INTERACTION, interactions)
+        conn.executemany(UPSERT_FEEDBACK, feedback)
+        _quarantine(conn, quarantined)
+        _bump(
+            conn, input_lines=len(batch.rows), interaction_lines=len(interactions), feedback_events=events,
+            quarantined=len(quarantined),
+        )
+        # No fingerprint until the whole file is read, so an interrupted read resumes from this cursor.
+        _save_cursor(conn, file, batch.position, batch.line, batch.tail, fingerprint="")
+    return seq
+
+
+def load_interactions(db_path: Path) -> pd.DataFrame:
+    """Every interaction (newest row per id) with its feedback merged, as ``INTERACTION_COLUMNS``.
+
+    Nested fields are decoded to Python lists/dicts; ``feedback`` is ``{}`` when there is none. Rows come
+    in the order their ids were first read. For tables too large for memory, use :func:`iter_interactions`.
+    """
+    frames = list(iter_interactions(db_path))
+    if not frames:
+        return pd.DataFrame(columns=INTERACTION_COLUMNS)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def iter_interactions(db_path: Path, batch_rows: int = 50_000) -> Iterator[pd.DataFrame]:
+    """:func:`load_interactions` in DataFrames of at most ``batch_rows`` rows, streamed from the database."""
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be at least 1")
+    query = f"""
+        SELECT {", ".join(STORED_COLUMNS)},
+               (SELECT json_group_object(field, json(value)) FROM feedback WHERE target_id = interactions.id)
+        FROM interactions ORDER BY rowid
+    """
+    columns = [*STORED_COLUMNS, "feedback"]
+    decoded = [*STORED_JSON, "feedback"]
+    with _connect(db_path) as conn:
+        cursor = conn.execute(query)
+        while rows := cursor.fetchmany(batch_rows):
+            # object dtype keeps None as None (pandas 3 would infer its str dtype and turn None into NaN).
+            frame = pd.DataFrame(rows, columns=columns, dtype=object)
+            del rows
+            for column in decoded:
+                frame[column] = [None if value is None else json.loads(value) for value in frame[column]]
+            yield frame[INTERACTION_COLUMNS]
+
+
+def load_quarantine(db_path: Path) -> pd.DataFrame:
+    """Every quarantined line: ``file``, ``line``, ``reason``, ``raw`` (truncated), ``ingested_at``."""
+    with _connect(db_path) as conn:
+        return pd.read_sql_query(
+            "SELECT file, line, reason, raw, ingested_at FROM quarantine ORDER BY seq", conn
+        )
+
+
+def load_optout(db_path: Path) -> set[str]:
+    """The opted-out organisations of every ingested location, as of its last ingestion."""
+    with _connect(db_path) as conn:
+        return {row[0] for row in conn.execute("SELECT DISTINCT org_id FROM optout")}
+
+
+def load_pending_feedback(db_path: Path) -> dict[str, dict[str, Any]]:
+    """Feedback waiting for an interaction id that has not arrived yet: ``{id: {field: value}}``."""
+    with _connect(db_path) as conn:
+        pending: dict[str, dict[str, Any]] = {}
+        for target, key, value in conn.execute(
+            "SELECT target_id, field, value FROM feedback WHERE target_id NOT IN (SELECT id FROM interactions)"
+        ):
+            pending.setdefault(target, {})[key] = json.loads(value)
+        return pending
+
+
+# --- database plumbing -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _connect(db_path: Path) -> Iterator[sqlite3.Connection]:
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(db_path, isolation_level=None, timeout=60)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, much faster
+        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.executescript(SCHEMA)
+        yield conn
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _totals(conn: sqlite3.Connection) -> dict[str, int]:
+    totals = {name: 0 for name in COUNTERS}
+    totals.update(dict(conn.execute("SELECT name, value FROM counters")))
+    (totals["interactions"],) = conn.execute("SELECT COUNT(*) FROM interactions").fetchone()
+    # Each interaction line either is the current row of its id or lost to a newer one.
+    totals["superseded"] = totals.pop("interaction_lines") - totals["interactions"]
+    (totals["pending_feedback"],) = conn.execute(
+        "SELECT COUNT(DISTINCT target_id) FROM feedback WHERE target_id NOT IN (SELECT id FROM interactions)"
+    ).fetchone()
+    return totals
+
+
+def _bump(conn: sqlite3.Connection, **amounts: int) -> None:
+    conn.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        list(amounts.items()),
+    )
+
+
+def _quarantine(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    now = _now()
+    conn.executemany(
+        "INSERT INTO quarantine (seq, file, line, reason, raw, ingested_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(*row, now) for row in rows],
+    )
+
+
+def _save_cursor(
+    conn: sqlite3.Connection, file: FileInfo, position: int, line: int, tail: bytes, fingerprint: str | None = None
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO files (path, fingerprint, size, position, line, tail, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (file.path, file.fingerprint if fingerprint is None else fingerprint, file.size, position, line, tail, _now()),
+    )
+
+
+# default=str: Parquet can hand over datetimes or bytes inside nested fields. One encoder is reused
+# because building one per call is a visible share of ingestion time.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

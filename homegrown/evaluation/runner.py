@@ -1,0 +1,231 @@
+"""Answers from a model for the test examples, with latency and throughput.
+
+A model is named by a spec string:
+
+- a ``.gguf`` file (or a folder holding exactly one and no ``config.json``): llama.cpp on CPU;
+- a Hugging Face model folder (``config.json`` + tokenizer): transformers ``generate``;
+- an ``http(s)://`` URL of an OpenAI-compatible API, ``#model-name`` appended to pick the model
+  (default ``"default"``); the key comes from the argument, ``HOMEGROWN_EVAL_API_KEY`` or ``OPENAI_API_KEY``;
+- ``"incumbent"``: the answers the logged assistant gave, read from each example's ``logged_answer``.
+
+Decoding is greedy everywhere. Every model sees the same prompt: the example's messages but the last,
+rendered as for training (see ``render_prompt``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from homegrown.evaluation.metrics import example_tools
+
+INCUMBENT = "incumbent"
+INCUMBENT_KEY = "logged_answer"
+
+
+@dataclass
+class Answer:
+    """One generated answer; ``latency_s`` and ``completion_tokens`` are ``None`` for logged answers."""
+
+    text: str
+    latency_s: float | None = None
+    completion_tokens: int | None = None
+
+
+class Backend(Protocol):
+    def generate(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
+def _tool_call_text(name: str, arguments: str) -> str:
+    """An OpenAI tool call returned by an API, written as the fine-tuned model writes one."""
+    from homegrown.training.chat import render_tool_call
+
+    try:
+        return render_tool_call({"function": {"name": name, "arguments": arguments}})
+    except ValueError:
+        # Keep what the API sent, so the metrics see a call with unusable arguments, not no call at all.
+        return f'<tool_call>{{"name": {json.dumps(name)}, "arguments": {json.dumps(arguments)}}}</tool_call>'
+
+
+def render_prompt(example: dict[str, Any]) -> list[dict[str, str]]:
+    """The prompt messages for an example: all messages but the last, rendered exactly as for training
+    (``homegrown.training.chat``: tools described in the system message, earlier tool calls as
+    ``<tool_call>`` text), so every model, local or behind an API, sees the same text."""
+    from homegrown.training.chat import to_prompt_completion
+
+    messages = example.get("messages")
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    if not messages or len(messages) < 2:
+        raise ValueError(f"example {example.get('example_id', '?')} needs a prompt and an answer message")
+    return to_prompt_completion({"messages": list(messages), "tools": example_tools(example)})["prompt"]
+
+
+class GGUFBackend:
+    """llama.cpp through llama-cpp-python; the GGUF's own chat template and its EOS token end the turn."""
+
+    def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int | None = None):
+        # The shared loader turns off llama.cpp's AMX weight buffers, whose matmul crashes on AMX CPUs.
+        from homegrown.training.llama_cpp_util import load_llama
+
+        self.llm = load_llama(path, n_ctx=n_ctx, n_threads=n_threads)
+
+    def generate(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
+        start = time.perf_counter()
+        response = self.llm.create_chat_completion(
+            messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, seed=0,
+        )
+        latency = time.perf_counter() - start
+        text = response["choices"][0]["message"].get("content") or ""
+        return Answer(text=text, latency_s=latency, completion_tokens=response["usage"]["completion_tokens"])
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+class HFBackend:
+    """A transformers model folder, greedy ``generate`` on CPU (or the first GPU when there is one)."""
+
+    def __init__(self, folder: Path):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        if self.tokenizer.chat_template is None:
+            raise ValueError(f"the tokenizer in {folder} has no chat template")
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(self.device)
+        self.model.eval()
+
+    def generate(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
+        start = time.perf_counter()
+        with self.torch.no_grad():
+            output = self.model.generate(
+                **inputs, max_new_tokens=max_tokens, do_sample=False,
+                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id
+                or self.tokenizer.eos_token_id,
+            )
+        latency = time.perf_counter() - start
+        new_tokens = output[0, inputs["input_ids"].shape[1]:]
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        completion_tokens = int((new_tokens != self.tokenizer.eos_token_id).sum())
+        return Answer(text=text.strip(), latency_s=latency, completion_tokens=completion_tokens)
+
+    def close(self) -> None:
+        del self.model
+
+
+class EndpointBackend:
+    """Any OpenAI-compatible chat completions API, through the official ``openai`` client."""
+
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 120.0):
+        from openai import OpenAI
+
+        base_url, _, model = url.partition("#")
+        self.model = model or "default"
+        key = api_key or os.environ.get("HOMEGROWN_EVAL_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        # Local OpenAI-compatible servers accept any key; the client insists on having one.
+        self.client = OpenAI(base_url=base_url, api_key=key or "not-needed", timeout=timeout_s, max_retries=2)
+
+    def generate(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
+        start = time.perf_counter()
+        response = self.client.chat.completions.create(
+            model=self.model, messages=messages, max_tokens=max_tokens, temperature=0.0,
+        )
+        latency = time.perf_counter() - start
+        message = response.choices[0].message
+        text = message.content or ""
+        for call in message.tool_calls or []:
+            text += _tool_call_text(call.function.name, call.function.arguments)
+        tokens = response.usage.completion_tokens if response.usage is not None else None
+        return Answer(text=text, latency_s=latency, completion_tokens=tokens)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def load_backend(spec: str, api_key: str | None = None) -> Backend:
+    """The backend a model spec names (see the module docstring); ``ValueError`` when it names none."""
+    if spec == INCUMBENT:
+        raise ValueError("the incumbent has no backend: its answers come from the data (run_model)")
+    if spec.startswith(("http://", "https://")):
+        return EndpointBackend(spec, api_key=api_key)
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".gguf":
+        return GGUFBackend(path)
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return HFBackend(path)
+        if (path / "adapter_config.json").exists():
+            raise ValueError(f"{path} is a LoRA adapter; evaluate the merged model folder instead")
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return GGUFBackend(ggufs[0])
+        if len(ggufs) > 1:
+            raise ValueError(f"{path} holds several GGUF files; name one: {[g.name for g in ggufs]}")
+    raise ValueError(
+        f"unknown model spec {spec!r}: expected a .gguf file, a Hugging Face model folder, an http(s) "
+        f"URL of an OpenAI-compatible API, or {INCUMBENT!r}")
+
+
+def run_model(
+    spec: str,
+    examples: Sequence[dict[str, Any]],
+    max_tokens: int = 256,
+    api_key: str | None = None,
+    prompt_fn: Callable[[dict[str, Any]], list[dict[str, str]]] = render_prompt,
+) -> list[Answer]:
+    """One greedy answer per example from the model ``spec`` names, timed."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    if spec == INCUMBENT:
+        missing = [e.get("example_id", i) for i, e in enumerate(examples) if e.get(INCUMBENT_KEY) is None]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(examples)} examples have no {INCUMBENT_KEY!r} "
+                f"(first: {missing[:3]}); evaluate the incumbent on the examples that have one")
+        return [Answer(text=str(e[INCUMBENT_KEY])) for e in examples]
+    prompts = [prompt_fn(e) for e in examples]
+    backend = load_backend(spec, api_key=api_key)
+    try:
+        return [backend.generate(p, max_tokens) for p in prompts]
+    finally:
+        backend.close()
+
+
+def latency_summary(answers: Sequence[Answer]) -> dict[str, float]:
+    """``latency_p50_s``, ``latency_p95_s`` and ``tokens_per_s`` over the timed answers ({} when none)."""
+    timed = [a for a in answers if a.latency_s is not None]
+    if not timed:
+        return {}
+    latencies = np.array([a.latency_s for a in timed], dtype=float)
+    out = {"latency_p50_s": float(np.percentile(latencies, 50)),
+           "latency_p95_s": float(np.percentile(latencies, 95))}
+    counted = [a for a in timed if a.completion_tokens is not None]
+    total_time = sum(a.latency_s for a in counted)
+    if counted and total_time > 0:
+        out["tokens_per_s"] = sum(a.completion_tokens for a in counted) / total_time
+    return out
+
+
+def chat_fn(spec: str, max_tokens: int = 128, api_key: str | None = None) -> tuple[Callable[[str], str], Callable[[], None]]:
+    """``(generate, close)``: a one-turn ``prompt -> answer text`` function over a model spec, e.g. for
+    ``privacy_probe``; call ``close`` when done."""
+    backend = load_backend(spec, api_key=api_key)
+
+    def generate(prompt: str) -> str:
+        return backend.generate([{"role": "user", "content": prompt}], max_tokens).text
+
+    return generate, backend.close

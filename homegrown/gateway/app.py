@@ -1,0 +1,763 @@
+"""The gateway's FastAPI app: OpenAI-compatible chat completions with routing, fallback, shadow and logging.
+
+Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``POST /v1/feedback``, ``GET /health``,
+``GET /metrics`` and ``POST /admin/reload``. Every error has OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from homegrown.gateway.backends import (
+    Backend,
+    BackendError,
+    BackendPool,
+    Completion,
+    Lease,
+    PromptTooLong,
+    StreamChunk,
+)
+from homegrown.gateway.logstore import LogStore, UnknownInteraction, iso_utc, utc_now_iso
+from homegrown.gateway.routing import NoRouteError, RouteDecision, choose_route, fallback_chain, is_unusable
+from homegrown.gateway.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ErrorBody,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    Usage,
+)
+from homegrown.gateway.settings import FALLBACK, GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """An error answered to the client in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ):
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
+
+
+def _error_response(
+    status_code: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status_code)
+
+
+class GatewayMetrics:
+    """Prometheus metrics in a registry of their own (several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "homegrown_gateway_requests",
+            "Chat completion requests",
+            ["route", "backend", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "homegrown_gateway_request_latency_seconds",
+            "Time to the whole answer",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.fallbacks = Counter(
+            "homegrown_gateway_fallbacks",
+            "Requests answered by a later backend in the chain",
+            ["from_route", "reason"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "homegrown_gateway_tokens", "Tokens processed", ["backend", "kind"], registry=self.registry
+        )
+        self.shadow = Counter(
+            "homegrown_gateway_shadow_requests",
+            "Shadow answers",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "homegrown_gateway_feedback_events", "Feedback events", registry=self.registry
+        )
+
+
+@dataclass
+class Caller:
+    """The authenticated client: its key and the organisation its requests are logged under."""
+
+    api_key: str
+    org_id: str | None
+    is_admin: bool
+
+
+@dataclass
+class Answer:
+    """What came back from the chain of backends, for the response and the log."""
+
+    role: str
+    backend: Backend
+    completion: Completion
+    unusable: str | None = None
+    fallbacks: list[str] = field(default_factory=list)
+
+
+class Gateway:
+    """The request logic behind the routes: routing, fallback, shadow, logging and metrics."""
+
+    def __init__(self, settings: GatewaySettings, pool: BackendPool, store: LogStore):
+        self.settings = settings
+        self.pool = pool
+        self.store = store
+        self.metrics = GatewayMetrics()
+        self.key_orgs = settings.key_orgs()
+        self.admin_keys = set(settings.admin_api_keys) or set(self.key_orgs)
+        self.started = int(time.time())
+        self._shadow_runner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
+
+    def close(self) -> None:
+        self._shadow_runner.shutdown(wait=True)
+
+    # -- the answer ------------------------------------------------------------------------------------
+
+    def cost(self, role: str, prompt_tokens: int, completion_tokens: int) -> float:
+        s = self.settings
+        if role == FALLBACK:
+            usd = prompt_tokens / 1000 * s.fallback_usd_per_1k_prompt_tokens
+            usd += completion_tokens / 1000 * s.fallback_usd_per_1k_completion_tokens
+        else:
+            usd = (prompt_tokens + completion_tokens) / 1000 * s.local_usd_per_1k_tokens
+        return round(usd, 8)
+
+    def answer(
+        self, pool: BackendPool, body: ChatCompletionRequest, decision: RouteDecision, asked_max: bool
+    ) -> Answer:
+        """Try the chain of backends until one gives a usable answer (the last one's answer is taken as is).
+
+        ``asked_max``: the client set the token limit, so stopping there is not a defect.
+        """
+        chain = fallback_chain(decision, pool.roles())
+        fallbacks: list[str] = []
+        last_error: BackendError | None = None
+        for position, role in enumerate(chain):
+            is_last = position == len(chain) - 1
+            try:
+                with pool.lease(role) as backend:
+                    completion = backend.complete(body)
+            except KeyError:
+                continue  # swapped out since the decision
+            except BackendError as exc:
+                log.warning("backend %s failed: %s", role, exc)
+                fallbacks.append(f"{role} {exc.kind}: {exc}")
+                self.metrics.fallbacks.labels(role, exc.kind).inc()
+                last_error = exc
+                continue
+            text = completion.text if not completion.tool_calls else ""
+            finish = "tool_calls" if completion.tool_calls else completion.finish_reason
+            unusable = is_unusable(text, finish, max_tokens_requested=asked_max)
+            if unusable and not is_last:
+                fallbacks.append(f"{role} unusable: {unusable}")
+                self.metrics.fallbacks.labels(role, "unusable").inc()
+                continue
+            return Answer(role, backend, completion, unusable, fallbacks)
+        if isinstance(last_error, PromptTooLong) and len(fallbacks) == 1:
+            raise GatewayError(400, str(last_error), code="context_length_exceeded", param="messages")
+        raise GatewayError(
+            502,
+            "no backend could answer: " + "; ".join(fallbacks or ["none available"]),
+            type_="api_error",
+            code="backend_unavailable",
+        )
+
+    def open_stream(
+        self, pool: BackendPool, body: ChatCompletionRequest, decision: RouteDecision
+    ) -> tuple[str, Lease, Iterator[StreamChunk], StreamChunk, list[str]]:
+        """Start streaming from the first backend of the chain that produces a first chunk.
+
+        Once a chunk has gone to the client there is no switching, so the fallback covers failures before
+        the first chunk only.
+        """
+        fallbacks: list[str] = []
+        for role in fallback_chain(decision, pool.roles()):
+            try:
+                lease = pool.acquire(role)
+            except KeyError:
+                continue
+            chunks = lease.backend.stream(body)
+            try:
+                first = next(chunks, StreamChunk(finish_reason="stop"))
+            except BackendError as exc:
+                chunks.close()
+                lease.release()
+                fallbacks.append(f"{role} {exc.kind}: {exc}")
+                self.metrics.fallbacks.labels(role, exc.kind).inc()
+                continue
+            except BaseException:
+                chunks.close()
+                lease.release()
+                raise
+            return role, lease, chunks, first, fallbacks
+        raise GatewayError(
+            502,
+            "no backend could answer: " + "; ".join(fallbacks or ["none available"]),
+            type_="api_error",
+            code="backend_unavailable",
+        )
+
+    # -- the log ---------------------------------------------------------------------------------------
+
+    def build_record(
+        self,
+        ctx: RequestContext,
+        body: ChatCompletionRequest,
+        *,
+        role: str | None,
+        backend: Backend | None,
+        text: str | None,
+        tool_calls: list[dict[str, Any]] | None,
+        finish_reason: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        fallbacks: list[str],
+        unusable: str | None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        messages = [message.to_log() for message in body.messages]
+        if role is not None:
+            answer: dict[str, Any] = {"role": "assistant", "content": text or ""}
+            if tool_calls:
+                answer["tool_calls"] = tool_calls
+            messages.append(answer)
+        latency_ms = round((time.perf_counter() - ctx.started) * 1000, 1)
+        request_meta = {k: v for k, v in (body.metadata or {}).items() if k != "conversation_id"}
+        metadata: dict[str, Any] = {
+            **request_meta,
+            "latency_ms": latency_ms,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost_estimate_usd": self.cost(role, prompt_tokens, completion_tokens) if role else 0.0,
+            "route": role,
+            "routing_reason": ctx.decision.reason if not fallbacks else "fallback: " + "; ".join(fallbacks),
+            "primary_route": ctx.decision.primary,
+            "backend": f"{backend.kind}:{backend.name}" if backend else None,
+            "shadow_route": ctx.decision.shadow,
+            "shadow_answer": None,
+            "requested_model": body.model,
+            "finish_reason": finish_reason,
+            "stream": body.stream,
+        }
+        if body.user:
+            metadata["user"] = body.user
+        if unusable:
+            metadata["unusable"] = unusable
+        if error:
+            metadata["error"] = error
+        return {
+            "id": ctx.id,
+            "conversation_id": ctx.conversation_id,
+            "created_at": ctx.created_at,
+            "org_id": ctx.org_id,
+            "example_type": ctx.example_type,
+            "model": backend.name if backend else None,
+            "messages": messages,
+            "tools": body.tools,
+            "metadata": metadata,
+        }
+
+    def record_outcome(self, record: dict[str, Any], status: str) -> None:
+        meta = record["metadata"]
+        route = meta["route"] or "none"
+        backend = record["model"] or "none"
+        self.metrics.requests.labels(route, backend, status).inc()
+        self.metrics.latency.labels(route).observe(meta["latency_ms"] / 1000)
+        self.metrics.tokens.labels(backend, "prompt").inc(meta["prompt_tokens"])
+        self.metrics.tokens.labels(backend, "completion").inc(meta["completion_tokens"])
+        self.store.log_interaction(record, status=status)
+
+    def start_shadow(
+        self,
+        pool: BackendPool,
+        body: ChatCompletionRequest,
+        role: str,
+        interaction_id: str,
+        primary_answer: str,
+    ) -> None:
+        """Ask the shadow backend too, in the background, and add its answer to the stored record."""
+        self._shadow_runner.submit(self._run_shadow, pool, body, role, interaction_id, primary_answer)
+
+    def _run_shadow(
+        self,
+        pool: BackendPool,
+        body: ChatCompletionRequest,
+        role: str,
+        interaction_id: str,
+        primary_answer: str,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            try:
+                with pool.lease(role) as backend:
+                    name = backend.name
+                    completion = backend.complete(body.model_copy(update={"stream": False}))
+            except (KeyError, BackendError) as exc:
+                self.metrics.shadow.labels(role, "error").inc()
+                self.store.update_interaction(interaction_id, {}, {"shadow_error": str(exc)})
+                return
+            self.metrics.shadow.labels(role, "ok").inc()
+            self.store.update_interaction(
+                interaction_id,
+                {"teacher_response": primary_answer, "student_response": completion.text},
+                {
+                    "shadow_answer": completion.text,
+                    "shadow_model": name,
+                    "shadow_latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+        except Exception:  # runs in a worker thread: report, never disturb the answered request
+            log.exception("shadow request %s on %s failed", interaction_id, role)
+
+
+@dataclass
+class RequestContext:
+    id: str
+    created: int
+    created_at: str
+    conversation_id: str
+    org_id: str | None
+    example_type: str
+    decision: RouteDecision
+    started: float
+    max_tokens_requested: bool
+
+
+# -- dependencies ------------------------------------------------------------------------------------------
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_pool(gateway: GatewayDep) -> BackendPool:
+    return gateway.pool
+
+
+PoolDep = Annotated[BackendPool, Depends(get_pool)]
+
+
+def get_caller(
+    gateway: GatewayDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_org_id: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """The caller behind ``Authorization: Bearer <key>``; the key's organisation wins over ``X-Org-Id``."""
+    if not authorization:
+        raise GatewayError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or key not in gateway.key_orgs:
+        raise GatewayError(401, "invalid API key", code="invalid_api_key")
+    org = gateway.key_orgs[key] or x_org_id
+    return Caller(api_key=key, org_id=org, is_admin=key in gateway.admin_keys)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def require_admin(caller: CallerDep) -> Caller:
+    if not caller.is_admin:
+        raise GatewayError(
+            403, "this API key may not call admin routes", type_="permission_error", code="forbidden"
+        )
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(require_admin)]
+
+
+# -- routes ------------------------------------------------------------------------------------------------
+
+chat_router = APIRouter(tags=["chat"])
+models_router = APIRouter(tags=["models"])
+feedback_router = APIRouter(tags=["feedback"])
+ops_router = APIRouter(tags=["operations"])
+
+
+@chat_router.post("/v1/chat/completions", response_model=None)
+def chat_completions(
+    body: ChatCompletionRequest,
+    caller: CallerDep,
+    gateway: GatewayDep,
+    pool: PoolDep,
+    x_example_type: Annotated[str | None, Header()] = None,
+    x_conversation_id: Annotated[str | None, Header()] = None,
+) -> dict[str, Any] | StreamingResponse:
+    """Answer a chat completion (``stream: true`` for server-sent events), log it, maybe shadow it."""
+    settings = gateway.settings
+    requested = body.requested_max_tokens()
+    if requested is not None and requested > settings.max_tokens_limit:
+        raise GatewayError(400, f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens")
+    if requested is None:
+        body = body.model_copy(update={"max_tokens": settings.max_tokens_default})
+
+    response_id = f"chatcmpl-{uuid.uuid4().hex}"
+    meta_conversation = (body.metadata or {}).get("conversation_id")
+    conversation_id = str(meta_conversation or x_conversation_id or response_id)
+    try:
+        decision = choose_route(
+            conversation_id,
+            settings,
+            pool.roles(),
+            prompt=body.prompt_text(),
+            pinned=pool.role_for_model(body.model),
+        )
+    except NoRouteError as exc:
+        raise GatewayError(503, str(exc), type_="api_error", code="no_backend") from exc
+    now = time.time()
+    ctx = RequestContext(
+        id=response_id,
+        created=int(now),
+        created_at=utc_now_iso(),
+        conversation_id=conversation_id,
+        org_id=caller.org_id,
+        example_type=x_example_type or (body.metadata or {}).get("example_type") or "chat",
+        decision=decision,
+        started=time.perf_counter(),
+        max_tokens_requested=requested is not None,
+    )
+    if body.stream:
+        return _stream_answer(gateway, pool, body, ctx)
+
+    try:
+        answer = gateway.answer(pool, body, decision, ctx.max_tokens_requested)
+    except GatewayError as exc:
+        record = gateway.build_record(
+            ctx,
+            body,
+            role=None,
+            backend=None,
+            text=None,
+            tool_calls=None,
+            finish_reason=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            fallbacks=[],
+            unusable=None,
+            error=exc.body.error.message,
+        )
+        gateway.record_outcome(record, "error")
+        raise
+    completion = answer.completion
+    finish_reason = "tool_calls" if completion.tool_calls else completion.finish_reason
+    record = gateway.build_record(
+        ctx,
+        body,
+        role=answer.role,
+        backend=answer.backend,
+        text=completion.text,
+        tool_calls=completion.tool_calls,
+        finish_reason=finish_reason,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        fallbacks=answer.fallbacks,
+        unusable=answer.unusable,
+    )
+    gateway.record_outcome(record, "ok")
+    if decision.shadow and decision.shadow != answer.role:
+        gateway.start_shadow(pool, body, decision.shadow, response_id, completion.text)
+    response = ChatCompletionResponse(
+        id=response_id,
+        created=ctx.created,
+        model=answer.backend.name,
+        choices=[
+            Choice(
+                message=ResponseMessage(
+                    content=completion.text if not completion.tool_calls else None,
+                    tool_calls=completion.tool_calls,
+                ),
+                finish_reason=finish_reason,
+            )
+        ],
+        usage=Usage(
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            total_tokens=completion.prompt_tokens + completion.completion_tokens,
+        ),
+    )
+    return response.model_dump(exclude_none=True)
+
+
+def _sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+def _stream_answer(
+    gateway: Gateway, pool: BackendPool, body: ChatCompletionRequest, ctx: RequestContext
+) -> StreamingResponse:
+    try:
+        role, lease, chunks, first, fallbacks = gateway.open_stream(pool, body, ctx.decision)
+    except GatewayError as exc:
+        record = gateway.build_record(
+            ctx,
+            body,
+            role=None,
+            backend=None,
+            text=None,
+            tool_calls=None,
+            finish_reason=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            fallbacks=[],
+            unusable=None,
+            error=exc.body.error.message,
+        )
+        gateway.record_outcome(record, "error")
+        raise
+    backend = lease.backend
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def chunk_event(delta: dict[str, Any], finish_reason: str | None) -> bytes:
+        return _sse(
+            {
+                "id": ctx.id,
+                "object": "chat.completion.chunk",
+                "created": ctx.created,
+                "model": backend.name,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+        )
+
+    def events() -> Iterator[bytes]:
+        parts: list[str] = []
+        last = first
+        error: str | None = None
+        try:
+            yield chunk_event({"role": "assistant", "content": ""}, None)
+            current: StreamChunk | None = first
+            while current is not None:
+                if current.text:
+                    parts.append(current.text)
+                    yield chunk_event({"content": current.text}, None)
+                last = current
+                if current.finish_reason is not None:
+                    break
+                current = next(chunks, None)
+            finish_reason = last.finish_reason or "stop"
+            yield chunk_event({}, finish_reason)
+            if include_usage:
+                usage = _usage(last)
+                yield _sse(
+                    {
+                        "id": ctx.id,
+                        "object": "chat.completion.chunk",
+                        "created": ctx.created,
+                        "model": backend.name,
+                        "choices": [],
+                        "usage": usage.model_dump(),
+                    }
+                )
+            yield _sse("[DONE]")
+        except GeneratorExit:
+            error = "the client disconnected before the answer was complete"
+            raise
+        except BackendError as exc:
+            error = str(exc)
+            yield _sse(
+                ErrorResponse(
+                    error=ErrorBody(message=str(exc), type="api_error", code="backend_error")
+                ).model_dump()
+            )
+        finally:
+            chunks.close()
+            lease.release()
+            text = "".join(parts)
+            usage = _usage(last)
+            asked_max = ctx.max_tokens_requested
+            record = gateway.build_record(
+                ctx,
+                body,
+                role=role,
+                backend=backend,
+                text=text,
+                tool_calls=None,
+                finish_reason=last.finish_reason,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                fallbacks=fallbacks,
+                unusable=is_unusable(text, last.finish_reason, max_tokens_requested=asked_max),
+                error=error,
+            )
+            gateway.record_outcome(record, "ok" if error is None else "error")
+            if error is None and ctx.decision.shadow and ctx.decision.shadow != role:
+                gateway.start_shadow(pool, body, ctx.decision.shadow, ctx.id, text)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Request-Id": ctx.id},
+    )
+
+
+def _usage(chunk: StreamChunk) -> Usage:
+    prompt = chunk.prompt_tokens or 0
+    completion = chunk.completion_tokens or 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+@models_router.get("/v1/models")
+def list_models(caller: CallerDep, gateway: GatewayDep, pool: PoolDep) -> dict[str, Any]:
+    """The loaded models; ``owned_by`` says the role (``homegrown:champion`` …)."""
+    cards = [
+        ModelCard(id=info["name"], created=gateway.started, owned_by=f"homegrown:{role}")
+        for role, info in pool.describe().items()
+    ]
+    return ModelList(data=cards).model_dump()
+
+
+@feedback_router.post("/v1/feedback")
+def post_feedback(body: FeedbackRequest, caller: CallerDep, gateway: GatewayDep) -> dict[str, Any]:
+    """Record feedback on an answer by its response id; 404 when the id is unknown to this caller."""
+    created_at = iso_utc(body.created_at) if body.created_at else None
+    try:
+        seq, created = gateway.store.add_feedback(
+            body.feedback_for, body.fields(), created_at, org_id=gateway.key_orgs.get(caller.api_key)
+        )
+    except UnknownInteraction as exc:
+        raise GatewayError(
+            404, f"no answer with id {body.feedback_for!r}", code="not_found", param="feedback_for"
+        ) from exc
+    gateway.metrics.feedback.inc()
+    return FeedbackResponse(id=seq, feedback_for=body.feedback_for, created_at=created).model_dump()
+
+
+@ops_router.get("/health")
+def health(gateway: GatewayDep, pool: PoolDep) -> dict[str, Any]:
+    """Liveness and what is loaded (no authentication)."""
+    models = pool.describe()
+    local = [role for role in models if role != FALLBACK]
+    status = "ok" if local else ("degraded" if models else "unavailable")
+    return {
+        "status": status,
+        "models": models,
+        "errors": pool.errors,
+        "canary_share": gateway.settings.canary_share,
+        "shadow": gateway.settings.shadow,
+    }
+
+
+@ops_router.get("/metrics")
+def metrics(gateway: GatewayDep) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@ops_router.post("/admin/reload")
+def reload_models(caller: AdminDep, gateway: GatewayDep, pool: PoolDep) -> dict[str, Any]:
+    """Re-read models.json and hot-swap the models that changed; requests in flight finish on the old ones."""
+    try:
+        result = pool.reload(gateway.settings)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise GatewayError(
+            400, f"reload failed, the models in service are unchanged: {exc}", code="reload_failed"
+        ) from exc
+    return {"status": "ok", **result, "models": pool.describe()}
+
+
+# -- the app -----------------------------------------------------------------------------------------------
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    parts = []
+    param = None
+    for error in exc.errors():
+        loc = [str(item) for item in error.get("loc", ()) if item not in ("body",)]
+        if param is None and loc:
+            param = loc[0]
+        where = ".".join(loc) or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts), param
+
+
+def create_app(
+    settings: GatewaySettings, pool: BackendPool | None = None, store: LogStore | None = None
+) -> FastAPI:
+    """The gateway app. Without ``pool`` the models of ``settings`` are loaded now; without ``store`` the log
+    database of ``settings`` is opened. What the app creates it closes at shutdown."""
+    owns_pool = pool is None
+    owns_store = store is None
+    pool = pool if pool is not None else BackendPool.from_settings(settings)
+    store = store if store is not None else LogStore(settings.log_db_url)
+    gateway = Gateway(settings, pool, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        gateway.close()
+        if owns_pool:
+            pool.close()
+        if owns_store:
+            store.close()
+
+    app = FastAPI(
+        title="homegrown gateway",
+        summary="OpenAI-compatible gateway in front of the business's models",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(exc.body.model_dump(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return _error_response(400, message, "invalid_request_error", code="invalid_request", param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _error_response(exc.status_code, str(exc.detail), "invalid_request_error", code=code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return _error_response(500, "internal error in the gateway", "server_error")
+
+    for router in (chat_router, models_router, feedback_router, ops_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,177 @@
+"""The one place that talks to MLflow: runs, dataset inputs, artifacts and the model registry.
+
+Local default: a SQLite tracking + registry store and an artifact folder under ``HOMEGROWN_HOME/mlflow``;
+in production a tracking server URL (``MLFLOW_TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from homegrown import paths
+
+EXPERIMENT = "homegrown"
+REGISTERED_MODEL = "homegrown-assistant"
+
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def default_tracking_uri() -> str:
+    db = paths.subdir("mlflow") / "mlflow.db"
+    return f"sqlite:///{db}"
+
+
+def default_artifact_root() -> str:
+    return paths.subdir("mlflow", "artifacts").as_uri()
+
+
+@dataclass
+class Tracker:
+    """Logs stage runs to MLflow. ``ui_url`` is where people open the MLflow UI (for links in Dagster)."""
+
+    tracking_uri: str = field(default_factory=default_tracking_uri)
+    artifact_root: str = field(default_factory=default_artifact_root)
+    experiment: str = EXPERIMENT
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def _client(self):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def experiment_id(self) -> str:
+        client = self._client()
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        artifact_location = self.artifact_root if self.tracking_uri.startswith("sqlite:") else None
+        return client.create_experiment(self.experiment, artifact_location=artifact_location)
+
+    @contextlib.contextmanager
+    def stage_run(self, stage: str, tags: dict[str, str] | None = None) -> Iterator["StageRun"]:
+        """An MLflow run for one stage materialisation, tagged with the stage (and the caller's tags)."""
+        import mlflow
+
+        self._client()
+        exp_id = self.experiment_id()
+        all_tags = {"homegrown.stage": stage, **(tags or {})}
+        with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=all_tags) as run:
+            yield StageRun(run.info.run_id, exp_id, self)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def register_model(self, source: str, run_id: str, tags: dict[str, str]) -> dict[str, Any]:
+        """Register a model version (``source`` is an artifact URI or path) with lineage tags."""
+        client = self._client()
+        try:
+            client.get_registered_model(REGISTERED_MODEL)
+        except Exception:  # noqa: BLE001 - MLflow raises a RestException subclass when missing
+            client.create_registered_model(REGISTERED_MODEL, description="The business's own fine-tuned assistant.")
+        mv = client.create_model_version(REGISTERED_MODEL, source=source, run_id=run_id, tags=tags)
+        return {"name": REGISTERED_MODEL, "version": mv.version, "uri": f"models:/{REGISTERED_MODEL}/{mv.version}"}
+
+    def tag_model_version(self, version: str, tags: dict[str, str]) -> None:
+        client = self._client()
+        for key, value in tags.items():
+            client.set_model_version_tag(REGISTERED_MODEL, str(version), key, _short(value))
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self._client().set_registered_model_alias(REGISTERED_MODEL, alias, version)
+
+    def delete_alias(self, alias: str) -> None:
+        self._client().delete_registered_model_alias(REGISTERED_MODEL, alias)
+
+    def alias_version(self, alias: str) -> dict[str, Any] | None:
+        client = self._client()
+        try:
+            mv = client.get_model_version_by_alias(REGISTERED_MODEL, alias)
+        except Exception:  # noqa: BLE001 - missing model or alias
+            return None
+        return {"version": mv.version, "tags": dict(mv.tags), "run_id": mv.run_id, "source": mv.source}
+
+    def model_version(self, version: str) -> dict[str, Any]:
+        mv = self._client().get_model_version(REGISTERED_MODEL, str(version))
+        return {"version": mv.version, "tags": dict(mv.tags), "run_id": mv.run_id, "source": mv.source,
+                "aliases": list(mv.aliases)}
+
+    def model_versions(self) -> list[dict[str, Any]]:
+        client = self._client()
+        try:
+            found = client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+        except Exception:  # noqa: BLE001
+            return []
+        return [{"version": mv.version, "tags": dict(mv.tags), "run_id": mv.run_id, "aliases": list(mv.aliases)}
+                for mv in found]
+
+
+@dataclass
+class StageRun:
+    run_id: str
+    experiment_id: str
+    tracker: Tracker
+
+    @property
+    def url(self) -> str:
+        return self.tracker.run_url(self.experiment_id, self.run_id)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: _short(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        if clean:
+            mlflow.log_metrics(clean, step=step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.set_tags({k: _short(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_dataset(self, df, *, name: str, digest: str, source: str, context: str) -> None:
+        """Record a dataset (a DataFrame sample's schema, its version digest and where it lives) as run input."""
+        import mlflow
+        import mlflow.data
+
+        dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest)
+        mlflow.log_input(dataset, context=context)
+
+    def artifact_uri(self, artifact_path: str = "") -> str:
+        import mlflow
+
+        return mlflow.get_artifact_uri(artifact_path)
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def tracker_from_env() -> Tracker:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    ui = os.environ.get("HOMEGROWN_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    if uri:
+        return Tracker(tracking_uri=uri, artifact_root="", ui_url=ui)
+    return Tracker(ui_url=ui)

@@ -1,0 +1,151 @@
+"""How an OpenAI-format conversation becomes the plain chat text the model is trained on and answers in.
+
+The SmolLM2 chat template only renders ``role`` + string ``content``: it knows nothing of tool schemas or
+``tool_calls``. So tools are described in the system message and a tool call is written into the assistant
+text as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. Training, evaluation and serving all
+go through :func:`to_training_messages` (and serving back through :func:`parse_tool_calls`), so the model
+sees the same text at every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+ROLES = ("system", "user", "assistant", "tool")
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+_TOOL_CALL_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r"\s*(.*?)\s*" + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
+
+TOOLS_PREAMBLE = (
+    "You can call the following tools. To call one, answer with "
+    '<tool_call>{"name": "<tool name>", "arguments": {<arguments as JSON>}}</tool_call>'
+)
+
+
+def _text(content: Any, where: str) -> str:
+    """Message content as one string: a string, None (empty), or OpenAI text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError(f"{where}: only text content parts are supported, got {part!r}")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise ValueError(f"{where}: content must be a string, null or a list of text parts, got {type(content).__name__}")
+
+
+def render_tool_call(call: dict[str, Any]) -> str:
+    """One OpenAI ``tool_calls`` entry as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+        raise ValueError(f"tool call needs function.name, got {call!r}")
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"tool call {function['name']!r}: arguments are not valid JSON: {exc}") from exc
+    if not isinstance(arguments, dict):
+        raise ValueError(f"tool call {function['name']!r}: arguments must be a JSON object, got {arguments!r}")
+    body = json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False)
+    return f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}"
+
+
+def render_tools(tools: list[dict[str, Any]]) -> str:
+    """The system-prompt block that describes the offered tools (one JSON schema a line)."""
+    lines = [TOOLS_PREAMBLE, "<tools>"]
+    for tool in tools:
+        if not isinstance(tool, dict):
+            raise ValueError(f"a tool schema must be an object, got {tool!r}")
+        lines.append(json.dumps(tool.get("function", tool), ensure_ascii=False, sort_keys=True))
+    lines.append("</tools>")
+    return "\n".join(lines)
+
+
+def to_training_messages(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> list[dict[str, str]]:
+    """OpenAI chat messages (+ tool schemas) as ``[{"role", "content": str}]`` the chat template can render.
+
+    Assistant ``tool_calls`` become ``<tool_call>`` JSON lines after the assistant's text, tool schemas are
+    appended to the system message (one is added when there is none), and extra keys (``name``,
+    ``tool_call_id``) are dropped. Raises ValueError on an unknown role or malformed content.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list")
+    out: list[dict[str, str]] = []
+    for i, message in enumerate(messages):
+        where = f"message {i}"
+        if not isinstance(message, dict):
+            raise ValueError(f"{where}: must be an object, got {type(message).__name__}")
+        role = message.get("role")
+        if role not in ROLES:
+            raise ValueError(f"{where}: role must be one of {ROLES}, got {role!r}")
+        text = _text(message.get("content"), where)
+        calls = message.get("tool_calls") or []
+        if calls and role != "assistant":
+            raise ValueError(f"{where}: only assistant messages may carry tool_calls")
+        if calls:
+            rendered = "\n".join(render_tool_call(call) for call in calls)
+            text = f"{text}\n{rendered}" if text else rendered
+        out.append({"role": role, "content": text})
+    if tools:
+        block = render_tools(tools)
+        if out[0]["role"] == "system":
+            system = out[0]["content"]
+            out[0] = {"role": "system", "content": f"{system}\n\n{block}" if system else block}
+        else:
+            out.insert(0, {"role": "system", "content": block})
+    return out
+
+
+def to_prompt_completion(row: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """A split row ``{"messages", "tools"?}`` as trl's conversational prompt–completion pair.
+
+    The completion is the last (assistant) message, so the loss covers only the answer's tokens.
+    """
+    messages = row.get("messages") if isinstance(row, dict) else None
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise ValueError("a training row needs 'messages' with at least a prompt message and the answer")
+    if not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant":
+        raise ValueError("the last message of a training row must be the assistant answer")
+    rendered = to_training_messages(messages, row.get("tools"))
+    if not rendered[-1]["content"].strip():
+        raise ValueError("the assistant answer is empty")
+    return {"prompt": rendered[:-1], "completion": rendered[-1:]}
+
+
+def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Split generated text into (content, OpenAI ``tool_calls``); the inverse of :func:`render_tool_call`.
+
+    A ``<tool_call>`` block whose body is not a JSON object with a ``name`` is left in the content as text.
+    """
+    calls: list[dict[str, Any]] = []
+    kept: list[str] = []
+    last = 0
+    for match in _TOOL_CALL_RE.finditer(text):
+        try:
+            body = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            continue
+        arguments = body.get("arguments", {})
+        kept.append(text[last : match.start()])
+        last = match.end()
+        calls.append(
+            {
+                "id": f"call_{len(calls)}",
+                "type": "function",
+                "function": {"name": body["name"], "arguments": json.dumps(arguments, ensure_ascii=False)},
+            }
+        )
+    kept.append(text[last:])
+    content = "".join(kept).strip()
+    return (content or None), calls

@@ -1,0 +1,494 @@
+"""LoRA / QLoRA supervised fine-tuning of the base model on the chat splits (transformers + peft + trl).
+
+``train(cfg, train_jsonl, validation_jsonl, base, output_dir)`` is the one entry point: the Dagster asset,
+the CLI and ``accelerate launch`` (see ``entry.py``) all call it. Each split row ``{"messages", "tools"?}``
+becomes trl's conversational prompt–completion pair (prompt = every message but the last, completion = the
+assistant answer), so the loss covers the answer tokens only: SmolLM2's chat template has no
+``{% generation %}`` markers for trl's assistant-only mask.
+
+Layout of ``output_dir``: ``checkpoints/checkpoint-<step>/`` (Trainer checkpoints, resumed from
+automatically), ``adapter/`` (the final LoRA adapter + tokenizer + ``homegrown_adapter.json``, never a copy
+of the base weights) and ``train_config.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from homegrown.training.base import BaseModel, resolve_base_model
+from homegrown.training.chat import to_prompt_completion
+
+ADAPTER_INFO = "homegrown_adapter.json"
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+BATCHING = ("group_by_length", "padding_free", "packing", "padded")
+# Fields that change what the adapter is; resuming a checkpoint written under other values is refused.
+_RESUME_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora", "max_seq_length", "seed")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a fine-tuning run; defaults follow the seeds' recipe for SmolLM2-135M."""
+
+    # Adapter rank: higher gives more capacity to learn the business's answers, more parameters and memory.
+    lora_r: int = 16
+    # Scale of the LoRA update (alpha / r = 2); higher moves further from the base per step.
+    lora_alpha: int = 32
+    # Regularises small datasets; 0 trains slightly faster.
+    lora_dropout: float = 0.05
+    # Attention projections only: cheap and enough for style/facts. "all-linear" adds the MLP: ~3x the
+    # trainable parameters, better on harder tasks, slower on CPU.
+    target_modules: tuple[str, ...] | str = DEFAULT_TARGET_MODULES
+    # LoRA tolerates a much higher rate than full fine-tuning; lower it if the eval loss rises after epoch 1.
+    learning_rate: float = 2e-4
+    # More epochs fit a small dataset better until it is memorised; early stopping guards the end.
+    num_epochs: float = 3.0
+    # Longer keeps long conversations whole (SmolLM2 reads 8k) at quadratic attention cost; longer rows are
+    # truncated, keeping their start.
+    max_seq_length: int = 1024
+    # Rows per forward pass; larger uses the cores better and needs more memory.
+    per_device_batch_size: int = 4
+    # Effective batch = per_device_batch_size x gradient_accumulation x processes; larger is smoother, fewer steps.
+    gradient_accumulation: int = 4
+    seed: int = 42
+    # How batches avoid computing on padding. "group_by_length" (default): rows of similar length share a
+    # batch with the ordinary attention mask; on CPU this was the fastest, because SDPA without flash
+    # attention runs a flattened padding-free/packed batch as one long sequence with a block mask, whose
+    # attention cost grows with the square of the whole batch's length. "padding_free" / "packing" (trl,
+    # best-fit decreasing) are the better choice on a GPU with flash attention. "padded": plain random batches.
+    batching: str = "group_by_length"
+    # "auto": bf16 autocast where the hardware runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX),
+    # float32 otherwise. True forces it (ValueError where unsupported), False is float32 throughout.
+    bf16: bool | str = "auto"
+    # CUDA only: 4-bit NF4 base (bitsandbytes) + paged 8-bit AdamW; a quarter of the memory, slightly worse.
+    qlora: bool = False
+    # Recomputes activations in the backward pass: less memory, ~20-30% slower. Rarely needed at 135M.
+    gradient_checkpointing: bool = False
+    # Evaluate (and checkpoint) every N optimiser steps; None: at the end of every epoch.
+    eval_steps: int | None = None
+    # Stop after this many evaluations without improvement of the validation loss; None disables it.
+    early_stopping_patience: int | None = 2
+    # Cap on optimiser steps (overrides num_epochs when > 0); for tests and smoke runs.
+    max_steps: int = -1
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    logging_steps: int = 5
+    # Trainer checkpoints kept on disk (the best one is always kept as well).
+    save_total_limit: int = 2
+    # "auto" uses CUDA when present; "cpu" forces the CPU.
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, list):
+            self.target_modules = tuple(self.target_modules)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a JSON-like dict; unknown keys raise ValueError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if isinstance(self.target_modules, tuple):
+            out["target_modules"] = list(self.target_modules)
+        return out
+
+    def uses_cuda(self) -> bool:
+        import torch
+
+        return self.device != "cpu" and torch.cuda.is_available()
+
+    def resolved_bf16(self) -> bool:
+        """Whether training runs under bf16 autocast on this machine."""
+        import torch
+
+        if self.bf16 is False:
+            return False
+        if self.uses_cuda():
+            supported = torch.cuda.is_bf16_supported()
+        else:
+            supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if self.bf16 is True and not supported:
+            where = "this GPU" if self.uses_cuda() else "this CPU (needs AVX512-BF16 or AMX)"
+            raise ValueError(f"bf16=True but {where} does not support bf16; use bf16='auto' or False")
+        return supported
+
+    def validate(self) -> None:
+        """Raise ValueError for an illegal value or combination, before anything is loaded."""
+        if not isinstance(self.lora_r, int) or self.lora_r < 1:
+            raise ValueError(f"lora_r must be a positive integer, got {self.lora_r!r}")
+        if not isinstance(self.lora_alpha, (int, float)) or self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if isinstance(self.target_modules, str):
+            if self.target_modules != "all-linear":
+                raise ValueError(
+                    f"target_modules must be 'all-linear' or a list of module names, got {self.target_modules!r}"
+                )
+        elif not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
+            raise ValueError(f"target_modules must be a non-empty list of module names, got {self.target_modules!r}")
+        elif "lm_head" in self.target_modules:
+            raise ValueError("target_modules may not include lm_head (tied to the embeddings; trl cannot train it)")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if not self.num_epochs > 0:
+            raise ValueError(f"num_epochs must be positive, got {self.num_epochs!r}")
+        if not isinstance(self.max_seq_length, int) or self.max_seq_length < 16:
+            raise ValueError(f"max_seq_length must be an integer >= 16, got {self.max_seq_length!r}")
+        for name in ("per_device_batch_size", "gradient_accumulation", "logging_steps", "save_total_limit"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
+        if self.batching == "padding_free" and self.per_device_batch_size < 2:
+            raise ValueError("batching='padding_free' needs per_device_batch_size >= 2 to save anything")
+        if self.bf16 not in (True, False, "auto"):
+            raise ValueError(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.eval_steps is not None and (not isinstance(self.eval_steps, int) or self.eval_steps < 1):
+            raise ValueError(f"eval_steps must be a positive integer or None, got {self.eval_steps!r}")
+        if self.early_stopping_patience is not None and (
+            not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1
+        ):
+            raise ValueError(f"early_stopping_patience must be a positive integer or None, got {self.early_stopping_patience!r}")
+        if not isinstance(self.max_steps, int) or self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (use num_epochs) or a positive integer, got {self.max_steps!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
+            raise ValueError(f"lr_scheduler must be cosine, linear, constant or constant_with_warmup, got {self.lr_scheduler!r}")
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but no CUDA device is available")
+        if self.qlora:
+            if not self.uses_cuda():
+                raise ValueError("qlora needs a CUDA GPU (bitsandbytes 4-bit); use plain LoRA (qlora=False) on CPU")
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError as exc:
+                raise ValueError("qlora needs the bitsandbytes package (pip install bitsandbytes)") from exc
+            if self.bf16 is False:
+                raise ValueError("qlora computes in bf16; it cannot be combined with bf16=False")
+        self.resolved_bf16()
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the adapter folder, summary metrics, the logged history, the checkpoint resumed."""
+
+    adapter_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "adapter_dir": str(self.adapter_dir),
+            "metrics": self.metrics,
+            "history": self.history,
+            "resumed_from": self.resumed_from,
+        }
+
+
+def read_split(path: Path) -> list[dict[str, list[dict[str, str]]]]:
+    """A chat-format JSONL split as prompt–completion rows; a bad line raises ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"split file {path} does not exist")
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(to_prompt_completion(json.loads(line)))
+            except (ValueError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path}:{number}: {exc}") from exc
+    return rows
+
+
+def _progress_callback(progress: Callable[[dict], None] | None, history: list[dict[str, Any]]):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        """Turns the Trainer's logs into ``{"step","loss","tokens_per_s","eta_s","epoch"}`` progress events."""
+
+        def __init__(self) -> None:
+            self.start: float | None = None
+            self.start_step = 0
+            self.last_time = 0.0
+            self.last_tokens = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = self.last_time = time.perf_counter()
+            self.start_step = state.global_step
+            self.last_tokens = state.num_input_tokens_seen or 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or self.start is None:
+                return
+            now = time.perf_counter()
+            tokens = state.num_input_tokens_seen or 0
+            elapsed = now - self.last_time
+            event: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+            if "loss" in logs:
+                event["loss"] = float(logs["loss"])
+                event["tokens_per_s"] = round((tokens - self.last_tokens) / elapsed, 1) if elapsed > 0 else None
+                done = state.global_step - self.start_step
+                left = state.max_steps - state.global_step
+                event["eta_s"] = round((now - self.start) / done * left, 1) if done > 0 else None
+                self.last_time, self.last_tokens = now, tokens
+            elif "eval_loss" in logs:
+                event["eval_loss"] = float(logs["eval_loss"])
+            else:
+                return
+            history.append(event)
+            if progress is not None:
+                progress(event)
+
+    return ProgressCallback()
+
+
+def _config_digest(cfg: TrainConfig, base: BaseModel) -> dict[str, Any]:
+    values = {key: cfg.to_dict()[key] for key in _RESUME_KEYS}
+    values["base_template_fingerprint"] = base.template_fingerprint
+    values["base_name"] = base.name
+    return values
+
+
+def _check_resume(output_dir: Path, digest: dict[str, Any]) -> None:
+    """Refuse to resume checkpoints that were written for another adapter shape or base."""
+    record = output_dir / "train_config.json"
+    if record.is_file():
+        previous = json.loads(record.read_text()).get("resume_digest", {})
+        changed = sorted(k for k in set(previous) | set(digest) if previous.get(k) != digest.get(k))
+        if changed:
+            raise ValueError(
+                f"{output_dir} holds checkpoints of a run with different {changed}; "
+                "use a new output_dir or delete its checkpoints/"
+            )
+
+
+def _load_model(cfg: TrainConfig, base: BaseModel, use_bf16: bool):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32, "attn_implementation": "sdpa"}
+    if cfg.qlora:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["dtype"] = torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(base.path, **kwargs)
+    if cfg.qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return model
+
+
+def train(
+    cfg: TrainConfig,
+    train_jsonl: Path,
+    validation_jsonl: Path | None,
+    base: BaseModel | Path | str,
+    output_dir: Path,
+    progress: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``train_jsonl``, evaluating on ``validation_jsonl`` every epoch.
+
+    Resumes from the newest checkpoint in ``output_dir/checkpoints`` when there is one. Under several
+    processes (``accelerate launch``) every rank trains and only the main process writes the adapter.
+    ``progress`` receives ``{"step","loss","tokens_per_s","eta_s","epoch"}`` at every log step (and
+    ``{"step","epoch","eval_loss"}`` after each evaluation).
+    """
+    cfg.validate()
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    if not isinstance(base, BaseModel):
+        base = resolve_base_model(str(base))
+    output_dir = Path(output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    adapter_dir = output_dir / "adapter"
+
+    train_rows = read_split(Path(train_jsonl))
+    if not train_rows:
+        raise ValueError(f"the training split {train_jsonl} has no rows")
+    eval_rows = read_split(Path(validation_jsonl)) if validation_jsonl is not None else []
+
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    digest = _config_digest(cfg, base)
+    last_checkpoint = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    if last_checkpoint:
+        _check_resume(output_dir, digest)
+    if main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        record = {"config": cfg.to_dict(), "base": base.to_dict(), "resume_digest": digest}
+        (output_dir / "train_config.json").write_text(json.dumps(record, indent=2))
+
+    set_seed(cfg.seed)
+    use_bf16 = cfg.resolved_bf16()
+    use_cpu = not cfg.uses_cuda()
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    model = _load_model(cfg, base, use_bf16)
+
+    target_modules: str | list[str] = (
+        cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+    )
+    peft_config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    has_eval = bool(eval_rows)
+    strategy = "steps" if cfg.eval_steps else "epoch"
+    early_stopping = has_eval and cfg.early_stopping_patience is not None
+    args = SFTConfig(
+        output_dir=str(checkpoint_dir),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_eval_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_seq_length,
+        packing=cfg.batching == "packing",
+        padding_free=cfg.batching == "padding_free",
+        train_sampling_strategy="group_by_length" if cfg.batching == "group_by_length" else "random",
+        completion_only_loss=True,
+        bf16=use_bf16,
+        use_cpu=use_cpu,
+        # transformers 5 name of gradient checkpointing (the old name is a deprecated alias)
+        activation_checkpointing=cfg.gradient_checkpointing,
+        optim="paged_adamw_8bit" if cfg.qlora else "adamw_torch",
+        eval_strategy=strategy if has_eval else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy=strategy,
+        save_steps=cfg.eval_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=early_stopping,
+        metric_for_best_model="eval_loss" if early_stopping else None,
+        greater_is_better=False if early_stopping else None,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_backend="gloo" if use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_find_unused_parameters=False,
+    )
+    callbacks = [_progress_callback(progress, history := [])]
+    if early_stopping:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=last_checkpoint)
+    runtime = time.perf_counter() - started
+    eval_loss = trainer.evaluate()["eval_loss"] if has_eval else None
+
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    tokens = trainer.state.num_input_tokens_seen
+    metrics: dict[str, Any] = {
+        "train_loss": float(output.training_loss),
+        "first_loss": train_losses[0] if train_losses else None,
+        "last_loss": train_losses[-1] if train_losses else None,
+        "eval_loss": float(eval_loss) if eval_loss is not None else None,
+        "best_eval_loss": trainer.state.best_metric,
+        "steps": trainer.state.global_step,
+        "epochs": float(trainer.state.epoch or 0.0),
+        "train_rows": len(train_rows),
+        "validation_rows": len(eval_rows),
+        "tokens_seen": int(tokens),
+        "tokens_per_s": round(float(output.metrics.get("train_tokens_per_second") or 0.0), 1),
+        "train_runtime_s": round(runtime, 2),
+        "trainable_params": int(trainable),
+        "total_params": int(total),
+        "trainable_percent": round(100.0 * trainable / total, 4),
+        "bf16": use_bf16,
+        "device": "cuda" if cfg.uses_cuda() else "cpu",
+        "world_size": trainer.args.world_size,
+        "stopped_early": bool(
+            early_stopping and cfg.max_steps < 0 and trainer.state.global_step < trainer.state.max_steps
+        ),
+    }
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(adapter_dir))
+        info = {
+            "base_name": base.name,
+            "base_path": str(base.path),
+            "base_source": base.source,
+            "template_fingerprint": base.template_fingerprint,
+            "config": cfg.to_dict(),
+            "metrics": metrics,
+            "resumed_from": last_checkpoint,
+        }
+        (adapter_dir / ADAPTER_INFO).write_text(json.dumps(info, indent=2))
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(adapter_dir=adapter_dir, metrics=metrics, history=history, resumed_from=last_checkpoint)
+
+
+def adapter_info(adapter_dir: Path) -> dict[str, Any]:
+    """The ``homegrown_adapter.json`` written beside a trained adapter (base name/path, fingerprint, metrics)."""
+    path = Path(adapter_dir) / ADAPTER_INFO
+    if not path.is_file():
+        raise ValueError(f"{adapter_dir} is not a homegrown adapter folder (no {ADAPTER_INFO})")
+    return json.loads(path.read_text())
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """A short stable hash of the whole config, for run names and cache keys."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def estimate_steps(rows: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    """Optimiser steps a run over ``rows`` training rows will take (before early stopping)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return math.ceil(math.ceil(rows / (cfg.per_device_batch_size * world_size)) / cfg.gradient_accumulation * cfg.num_epochs)

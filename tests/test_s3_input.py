@@ -1,0 +1,95 @@
+"""Ingestion from an S3 prefix, against a real S3 API served by moto on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+from test_ingest import check_dirty_result, dirty_input, interaction, jsonl
+
+from homegrown.data.ingest import ingest, load_interactions
+from homegrown.data.sources import OptOutError, list_files, split_s3
+
+BUCKET = "assistant-logs"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3 server on a free local port, with boto3 pointed at it through AWS_ENDPOINT_URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+    finally:
+        server.stop()
+
+
+def upload(client, prefix: str, files: dict[str, bytes]) -> None:
+    for name, content in files.items():
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=content)
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("s3://bucket/logs/2026", ("bucket", "logs/2026/")),
+        ("s3://bucket/logs/", ("bucket", "logs/")),
+        ("s3://bucket", ("bucket", "")),
+    ],
+)
+def test_split_s3(location, expected):
+    assert split_s3(location) == expected
+
+
+@pytest.mark.parametrize("location", ["s3://", "/local/folder"])
+def test_split_s3_rejects_bad_locations(location):
+    with pytest.raises(ValueError):
+        split_s3(location)
+
+
+def test_s3_prefix_dirty_input_accounted_for(hg_home, s3):
+    upload(s3, "tenant-a", dirty_input())
+    upload(s3, "tenant-ab", {"other.jsonl": jsonl([interaction("not-mine", "2026-01-20")])})  # a sibling prefix
+    db_path = hg_home / "state.sqlite"
+
+    assert [f.path.removeprefix(f"s3://{BUCKET}/") for f in list_files(f"s3://{BUCKET}/tenant-a")] == [
+        "tenant-a/a.jsonl", "tenant-a/b.csv", "tenant-a/sub/c.parquet", "tenant-a/sub/d.parquet",
+    ]
+    result = ingest(f"s3://{BUCKET}/tenant-a", db_path)
+    check_dirty_result(result, db_path, f"s3://{BUCKET}/tenant-a/")
+
+    again = ingest(f"s3://{BUCKET}/tenant-a", db_path)
+    assert again.new_lines == 0 and again.input_lines == 21
+
+
+def test_s3_replaced_jsonl_reads_only_the_appended_tail(hg_home, s3):
+    first = [interaction(f"int-{i}", "2026-01-20T10:00:00Z") for i in range(3)]
+    upload(s3, "logs", {"gateway.jsonl": jsonl(first)})
+    db_path = hg_home / "state.sqlite"
+    assert ingest(f"s3://{BUCKET}/logs", db_path).new_lines == 3
+
+    # S3 objects cannot be appended to; a writer uploads the longer file, and only the new bytes are read.
+    upload(s3, "logs", {"gateway.jsonl": jsonl([*first, interaction("int-3", "2026-01-20T10:00:00Z"), "{bad"])})
+    result = ingest(f"s3://{BUCKET}/logs", db_path)
+    assert (result.new_lines, result.updated_files, result.new_interactions, result.new_quarantined) == (2, 1, 1, 1)
+    assert result.balanced
+    assert load_interactions(db_path)["source"].iloc[-1] == f"s3://{BUCKET}/logs/gateway.jsonl:4"
+
+
+def test_s3_malformed_optout_fails_loudly(hg_home, s3):
+    upload(s3, "logs", {"log.jsonl": jsonl([interaction("a", "2026-01-20")]), "optout.json": json.dumps(["org-1"]).encode()})
+    with pytest.raises(OptOutError, match=f"s3://{BUCKET}/logs/optout.json"):
+        ingest(f"s3://{BUCKET}/logs", hg_home / "state.sqlite")
