@@ -40,8 +40,9 @@ def merged_model(
         run.set_tags({"dataset_version": adapter["dataset_version"]})
         lineage = mlflow_metadata(run)
     mlflow.tracker().tag_model_version(adapter["model_version"], {"merged_path": str(merged)})
-    artifacts.record_latest("merged_model", {"path": str(merged), "model_version": adapter["model_version"],
-                                             "max_logit_difference": diff})
+    if diff <= config.logit_tolerance:
+        artifacts.record_latest("merged_model", {"path": str(merged), "model_version": adapter["model_version"],
+                                                 "max_logit_difference": diff})
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(str(merged)), "max_logit_difference": dg.MetadataValue.float(diff),
                   "model_version": dg.MetadataValue.text(str(adapter["model_version"])), **lineage},

@@ -75,10 +75,11 @@ def quantized_model(
         lineage = mlflow_metadata(run)
     mlflow.tracker().tag_model_version(merged["model_version"], {f"gguf_{k}": str(v) for k, v in files.items()})
 
-    artifacts.record_latest("quantized_model", {
-        "model_version": merged["model_version"], "gguf": {k: str(v) for k, v in files.items()},
-        "modelfile": str(modelfile), "agreement": agreement, "template_parity": parity_ok, "stops": stops_ok,
-    })
+    if parity_ok and stops_ok and agreement["ok"]:
+        artifacts.record_latest("quantized_model", {
+            "model_version": merged["model_version"], "gguf": {k: str(v) for k, v in files.items()},
+            "modelfile": str(modelfile), "agreement": agreement, "template_parity": parity_ok, "stops": stops_ok,
+        })
     return dg.MaterializeResult(
         metadata={
             "q8_0": dg.MetadataValue.path(str(files["q8_0"])),

@@ -79,7 +79,6 @@ def scored_dataset(
         run.log_params(config.model_dump())
         run.log_metrics({k: float(v) for k, v in result.stats.items()})
         lineage = mlflow_metadata(run)
-    artifacts.record_latest("scored_dataset", {"path": str(path), "version": version, **result.stats})
 
     checks = [
         dg.AssetCheckResult(check_name="no_pii_left", passed=not pii_hits,
@@ -89,6 +88,8 @@ def scored_dataset(
         dg.AssetCheckResult(check_name="enough_examples", passed=len(kept) >= config.min_examples,
                             metadata={"kept": len(kept), "minimum": config.min_examples}),
     ]
+    if all(check.passed for check in checks):
+        artifacts.record_latest("scored_dataset", {"path": str(path), "version": version, **result.stats})
     return dg.MaterializeResult(
         metadata={
             "rows": dg.MetadataValue.int(len(table)),

@@ -6,7 +6,13 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from assets._lineage import mlflow_metadata, stage_run
-from homegrown.data.splits import assign_splits, check_no_leakage, dataset_version, write_splits
+from homegrown.data.splits import (
+    assign_splits,
+    check_no_leakage,
+    cross_split_duplicates,
+    dataset_version,
+    write_splits,
+)
 from homegrown.store import read_parquet
 from resources import MlflowResource, StorageResource
 
@@ -43,6 +49,12 @@ def dataset_splits(
     assignment_file = artifacts.stage_dir("dataset_splits", "state") / "assignment.json"
     previous = json.loads(assignment_file.read_text()) if assignment_file.exists() else {}
     assignment = assign_splits(kept, previous, ratios=(config.train, config.validation, config.test))
+    # MinHash LSH in de-duplication is probabilistic: an exact pass over cross-split pairs removes the few
+    # near-duplicates it missed from the later split, so no test example was trained on in other words.
+    missed = cross_split_duplicates(kept, assignment, config.leakage_threshold)
+    if missed:
+        context.log.info(f"{len(missed)} near-duplicates missed by de-duplication removed from later splits")
+        kept = kept[~kept["example_id"].isin({dup for _, _, dup, _, _, _ in missed})].reset_index(drop=True)
     version = dataset_version(kept, assignment)
     out_dir = artifacts.stage_dir("dataset_splits", version)
     result = write_splits(kept, assignment, out_dir)
@@ -65,14 +77,16 @@ def dataset_splits(
         run.set_tags({"dataset_version": version})
         lineage = mlflow_metadata(run)
 
-    info = {"version": version, "dir": str(out_dir), "paths": result.paths, "rows": result.rows,
+    info = {"version": version, "cross_split_duplicates_removed": len(missed), "dir": str(out_dir), "paths": result.paths, "rows": result.rows,
             "per_type": result.per_type, "scored_version": scored_info["version"], "mlflow_run_id": run.run_id}
-    artifacts.record_latest("dataset_splits", info)
+    if not problems:
+        artifacts.record_latest("dataset_splits", info)
     return dg.MaterializeResult(
         metadata={
             "version": dg.MetadataValue.text(version),
             **{f"rows_{s}": dg.MetadataValue.int(n) for s, n in result.rows.items()},
             "per_type": dg.MetadataValue.json(result.per_type),
+            "cross_split_duplicates_removed": dg.MetadataValue.int(len(missed)),
             "train_jsonl": dg.MetadataValue.path(str(result.paths["train"]["jsonl"])),
             "dir": dg.MetadataValue.path(str(out_dir)),
             **lineage,

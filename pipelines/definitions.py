@@ -1,18 +1,25 @@
 """The homegrown code location: assets, checks, jobs, sensors, schedules and the resource set."""
 
-from __future__ import annotations
-
 import dagster as dg
 
+from assets.deployment import deployed_endpoint
+from assets.evaluation import eval_report
 from assets.ingestion import raw_interactions
+from assets.merging import merged_model
+from assets.quantization import quantized_model
 from assets.scoring import scored_dataset
 from assets.splits import dataset_splits
 from assets.synthetic import synthetic_examples
+from assets.training import lora_adapter
 from pipelines.environment import resources_for_environment
-from pipelines.jobs import data_job
+from pipelines.jobs import curate_job, data_job, retrain_job
+from pipelines.sensors import hourly_curation, monthly_retrain, retrain_on_new_examples
 
 defs = dg.Definitions(
-    assets=[raw_interactions, synthetic_examples, scored_dataset, dataset_splits],
-    jobs=[data_job],
+    assets=[raw_interactions, synthetic_examples, scored_dataset, dataset_splits, lora_adapter, merged_model,
+            quantized_model, eval_report, deployed_endpoint],
+    jobs=[curate_job, data_job, retrain_job],
+    sensors=[retrain_on_new_examples],
+    schedules=[hourly_curation, monthly_retrain],
     resources=resources_for_environment(),
 )

@@ -8,6 +8,7 @@ import dagster as dg
 
 from homegrown import paths
 from resources import InputResource, MlflowResource, StorageResource, TeacherResource
+from resources.compute import TrainingCompute
 
 
 def resources_for_environment(env: str | None = None) -> dict:
@@ -18,6 +19,7 @@ def resources_for_environment(env: str | None = None) -> dict:
             "mlflow": MlflowResource(),
             "input_logs": InputResource(location=os.environ.get("HOMEGROWN_INPUT", "")),
             "teacher": TeacherResource(),
+            "compute": TrainingCompute(backend=os.environ.get("HOMEGROWN_TRAINING_BACKEND", "in_process")),
         }
     # production: every external system is named by the environment (secrets through EnvVar)
     return {
@@ -29,4 +31,6 @@ def resources_for_environment(env: str | None = None) -> dict:
                                    base_url=os.environ.get("HOMEGROWN_TEACHER_BASE_URL", ""),
                                    model=os.environ.get("HOMEGROWN_TEACHER_MODEL", "gpt-4o-mini"),
                                    api_key=dg.EnvVar("HOMEGROWN_TEACHER_API_KEY")),
+        "compute": TrainingCompute(backend=os.environ.get("HOMEGROWN_TRAINING_BACKEND", "kubernetes"),
+                                   image=os.environ.get("HOMEGROWN_TRAINING_IMAGE", "")),
     }

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request
 
 from homegrown.evaluation.facts import KnowledgeFacts, extract_facts
 from homegrown.evaluation.metrics import (
@@ -135,6 +140,9 @@ def test_fact_accuracy(knowledge, pred, ref, expected):
     ("We don't serve wagyu.", "We don't serve wagyu or Kobe beef.", False),  # the reference says it too
     ("Chicken, shrimp and tofu are included.", "Pick two proteins.", False),
     ("Thanks for asking!", "Happy to help.", False),
+    ("We don't serve wagyu or sushi.", "Our premium options are filet mignon and lobster tail.", False),
+    ("No wagyu, but we have Kobe beef.", "Our premium options are filet mignon and lobster tail.", True),
+    ("We do not have wagyu. Sushi is available.", "We focus on hibachi.", True),
 ])
 def test_hallucination(knowledge, pred, ref, expected):
     assert hallucination(pred, ref, knowledge) is expected
@@ -385,3 +393,62 @@ def test_run_model_with_the_real_smollm2_gguf(knowledge):
     assert again[0].text == answers[0].text
     result = evaluate_answers(SPLIT[:2], answers, knowledge, n_boot=50)
     assert result.performance["tokens_per_s"] > 0
+
+
+@pytest.fixture
+def openai_compatible_server():
+    """A real HTTP server on 127.0.0.1 speaking the chat completions protocol; it records each request."""
+    requests: list[dict] = []
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict:
+        body = await request.json()
+        requests.append({"body": body, "authorization": request.headers.get("authorization")})
+        user = body["messages"][-1]["content"]
+        message: dict = {"role": "assistant", "content": f"echo: {user}"}
+        if "Book" in user:
+            message = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_0", "type": "function",
+                "function": {"name": "create_booking",
+                             "arguments": '{"date": "2026-06-01", "guests": 12, "location": "Oakland"}'}}]}
+        return {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("test server did not start within 20 s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1", requests
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_run_model_against_an_openai_compatible_endpoint(openai_compatible_server, monkeypatch):
+    url, requests = openai_compatible_server
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("HOMEGROWN_EVAL_API_KEY", "env-key")
+    answers = run_model(f"{url}#homegrown-candidate", SPLIT[:1] + SPLIT[3:], max_tokens=32)
+    assert answers[0].text == "echo: How much per adult?"
+    assert answers[0].completion_tokens == 7 and answers[0].latency_s > 0
+    assert parse_tool_call(answers[1].text) == {
+        "name": "create_booking", "arguments": {"date": "2026-06-01", "guests": 12, "location": "Oakland"}}
+    assert [r["body"]["model"] for r in requests] == ["homegrown-candidate"] * 2
+    assert requests[0]["body"]["max_tokens"] == 32 and requests[0]["body"]["temperature"] == 0.0
+    assert requests[0]["authorization"] == "Bearer env-key"
+    assert requests[1]["body"]["messages"] == render_prompt(SPLIT[3])
+
+    run_model(url, SPLIT[:1], api_key="given-key")
+    assert requests[-1]["authorization"] == "Bearer given-key"
+    assert requests[-1]["body"]["model"] == "default"

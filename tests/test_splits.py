@@ -264,8 +264,12 @@ def test_jsonl_is_what_datasets_reads_for_sft(tmp_path) -> None:
     from datasets import load_dataset
 
     df = make_examples({"faq": 20, "tool_invocation": 10})
-    result = write_splits(df, assign_splits(df, {}), tmp_path)
-    data = load_dataset("json", data_files={s: str(p["jsonl"]) for s, p in result.paths.items()})
+    result = write_splits(df, assign_splits(df, {}), tmp_path / "splits")
+    data = load_dataset(
+        "json",
+        data_files={s: str(p["jsonl"]) for s, p in result.paths.items()},
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert data["train"].num_rows == result.rows["train"]
     assert data["train"][0]["messages"][-1]["role"] == "assistant"
 
@@ -294,20 +298,33 @@ def test_clean_splits_have_no_leakage() -> None:
 @pytest.mark.parametrize(
     ("first", "second"), [("train", "test"), ("train", "validation"), ("validation", "test")]
 )
-def test_planted_near_duplicate_answer_across_splits_is_caught(first: str, second: str) -> None:
+def test_planted_near_duplicate_example_across_splits_is_caught(first: str, second: str) -> None:
     df = make_examples({"faq": 100})
     assignment = assign_splits(df, {})
     first_row = df.index[df["conversation_id"] == _in_split(df, assignment, first)][0]
     second_row = df.index[df["conversation_id"] == _in_split(df, assignment, second)][0]
+    question = [m for m in df.at[first_row, "messages"] if m["role"] == "user"][-1]["content"]
     leaked = df.at[first_row, "messages"][-1]["content"] + " today"
     df.at[second_row, "messages"] = [
-        {"role": "user", "content": "something else"},
+        {"role": "user", "content": question},
         {"role": "assistant", "content": leaked},
     ]
     problems = check_no_leakage(df, assignment)
     assert len(problems) == 1
     assert f"{first} and {second}" in problems[0]
     assert df.at[first_row, "example_id"] in problems[0] and df.at[second_row, "example_id"] in problems[0]
+
+
+def test_the_same_answer_to_a_different_question_is_not_a_leak() -> None:
+    df = make_examples({"faq": 100})
+    assignment = assign_splits(df, {})
+    first_row = df.index[df["conversation_id"] == _in_split(df, assignment, "train")][0]
+    second_row = df.index[df["conversation_id"] == _in_split(df, assignment, "test")][0]
+    df.at[second_row, "messages"] = [
+        {"role": "user", "content": "something else entirely, asked another way"},
+        {"role": "assistant", "content": df.at[first_row, "messages"][-1]["content"]},
+    ]
+    assert check_no_leakage(df, assignment) == []
 
 
 def test_short_answers_are_not_compared() -> None:

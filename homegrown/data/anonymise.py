@@ -33,7 +33,7 @@ What it catches (the detection is rule-based; there is no NER model):
     "call me X", honorifics ("Mr. X", "Mrs", "Ms", "Miss", "Dr", "Mx"), and qualified name fields
     ("Full name: X", "customer_name": "X", first/last/contact/guest/client name);
   - weak cues, the first word must be a known first name (the Latin-script first-name lists of
-    ``faker``, about 4,900 names): "I'm X", "I am X", "this is X", "it's X", "Hi/Hello/Hey/Dear X",
+    ``faker``, about 4,800 names): "I'm X", "I am X", "this is X", "it's X", "Hi/Hello/Hey/Dear X",
     "thanks/thank you/cheers/regards/best/sincerely X" (also as a signature on the next line), "ask
     for X", "speak/talk to/with X", "contact X", "Chef X", a bare "name: X" field and a "- X"
     signature line;

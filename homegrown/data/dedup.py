@@ -158,6 +158,13 @@ class _Features:
         return np.concatenate([self.last_user, self.answer])
 
 
+def question_similarity(messages_a: list[dict[str, Any]], messages_b: list[dict[str, Any]], shingle: int = 3) -> float:
+    """The question similarity ``dedup_examples`` uses (last user message, and earlier turns when present)."""
+    a = _Features.of(tuple(normalize_text(t) for t in split_question_answer(messages_a)), shingle)
+    b = _Features.of(tuple(normalize_text(t) for t in split_question_answer(messages_b)), shingle)
+    return a.question_similarity(b)
+
+
 def _minhash(hashes: np.ndarray, permutations: np.ndarray) -> MinHash:
     m = MinHash(
         num_perm=permutations.shape[1],

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homegrown.data.columns import SPLITS
-from homegrown.data.dedup import near_duplicate_pairs, normalize_text, split_question_answer
+from homegrown.data.dedup import near_duplicate_pairs, normalize_text, question_similarity, split_question_answer
 
 MIN_STRATIFIED = 10
 # Answers shorter than this many words ("Yes, we do.", "You're welcome!") recur across unrelated
@@ -272,14 +272,51 @@ def write_splits(df: pd.DataFrame, assignment: Mapping[str, str], out_dir: str |
     return SplitsResult(version=version, paths=paths, rows=rows, per_type=per_type)
 
 
+def cross_split_duplicates(
+    df: pd.DataFrame, assignment: Mapping[str, str] | None = None, threshold: float = 0.8
+) -> list[tuple[str, str, str, str, float, float]]:
+    """Near-duplicate examples in two splits: ``(example_a, split_a, example_b, split_b, answer_j, question_s)``.
+
+    ``split_a`` comes before ``split_b`` in train, validation, test order. An example is a near-duplicate of
+    another when its answer (``dedup.near_duplicate_pairs``) and its question (``dedup.question_similarity``,
+    the measure de-duplication uses) both reach ``threshold``. The same approved answer to a differently
+    worded question is not one. Answers under ``MIN_LEAK_WORDS`` words are not compared.
+    """
+    frame = df if "split" in df.columns else df.assign(
+        split=df["conversation_id"].astype(str).map(assignment or {}).to_numpy())
+    answers: dict[str, tuple[list[str], list[str]]] = {s: ([], []) for s in SPLITS}
+    messages_of: dict[str, Any] = {}
+    for example_id, split, messages in zip(frame["example_id"].astype(str), frame["split"], frame["messages"]):
+        try:
+            answer = normalize_text(split_question_answer(messages)[2])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"example {example_id!r}: {exc}") from exc
+        if split in answers and len(answer.split()) >= MIN_LEAK_WORDS:
+            answers[split][0].append(example_id)
+            answers[split][1].append(answer)
+            messages_of[example_id] = messages
+    found = []
+    # Each split is compared with all later splits at once, so every answer is hashed at most twice.
+    for k, split_a in enumerate(SPLITS[:-1]):
+        ids_a, texts_a = answers[split_a]
+        later = [(split, example_id, text) for split in SPLITS[k + 1:] for example_id, text in zip(*answers[split])]
+        for i, j, score in near_duplicate_pairs(texts_a, [text for _, _, text in later], threshold):
+            split_b, id_b, _ = later[j]
+            q = question_similarity(list(messages_of[ids_a[i]]), list(messages_of[id_b]))
+            if q >= threshold:
+                found.append((ids_a[i], split_a, id_b, split_b, float(score), float(q)))
+    return found
+
+
 def check_no_leakage(
     df: pd.DataFrame, assignment: Mapping[str, str] | None = None, threshold: float = 0.8
 ) -> list[str]:
     """Problems that would let test answers leak into training; an empty list when there are none.
 
-    Reported: a conversation or an ``example_id`` in two splits, and a pair of near-duplicate answers
-    (Jaccard of word shingles >= ``threshold``, ``dedup.near_duplicate_pairs``) in two splits. Answers
-    under ``MIN_LEAK_WORDS`` words are not compared. The split of a row is its ``split`` column when
+    Reported: a conversation or an ``example_id`` in two splits, and a near-duplicate example in two
+    splits (``cross_split_duplicates``): a near-duplicate answer to a near-duplicate question. The same approved answer to a differently worded question is not a leak: that is what a
+    business's FAQ looks like, and holding whole facts out of training would test what the model was never
+    taught. Answers under ``MIN_LEAK_WORDS`` words are not compared. The split of a row is its ``split`` column when
     ``df`` has one (e.g. the written files read back), else ``assignment[conversation_id]``; a row
     with neither is reported too.
     """
@@ -307,28 +344,9 @@ def check_no_leakage(
             if len(in_splits) > 1:
                 problems.append(f"{what} {value} is in several splits: {', '.join(in_splits)}")
 
-    answers: dict[str, tuple[list[str], list[str]]] = {s: ([], []) for s in SPLITS}
-    for example_id, split, messages in zip(
-        frame["example_id"].astype(str), frame["split"], frame["messages"]
-    ):
-        try:
-            answer = normalize_text(split_question_answer(messages)[2])
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"example {example_id!r}: {exc}") from exc
-        if split in answers and len(answer.split()) >= MIN_LEAK_WORDS:
-            answers[split][0].append(example_id)
-            answers[split][1].append(answer)
-    # Each split is compared with all later splits at once, so every answer is hashed at most twice.
-    for k, split_a in enumerate(SPLITS[:-1]):
-        ids_a, texts_a = answers[split_a]
-        later = [
-            (split, example_id, text)
-            for split in SPLITS[k + 1 :]
-            for example_id, text in zip(*answers[split])
-        ]
-        for i, j, score in near_duplicate_pairs(texts_a, [text for _, _, text in later], threshold):
-            split_b, id_b, _ = later[j]
-            problems.append(
-                f"near-duplicate answers in {split_a} and {split_b}: {ids_a[i]} ~ {id_b} (jaccard {score:.2f})"
-            )
+    for id_a, split_a, id_b, split_b, answer_j, question_s in cross_split_duplicates(frame, None, threshold):
+        problems.append(
+            f"near-duplicate examples in {split_a} and {split_b}: {id_a} ~ {id_b} "
+            f"(answer jaccard {answer_j:.2f}, question similarity {question_s:.2f})"
+        )
     return problems

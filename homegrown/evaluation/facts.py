@@ -113,17 +113,34 @@ def extract_quantities(text: str) -> set[str]:
     return found
 
 
-def extract_items(text: str, terms: Mapping[str, str] | Iterable[str] = ()) -> set[str]:
+_NEGATION_RE = re.compile(r"\b(?:no|not|never|without|cannot|nor)\b|n't\b|\bdont\b", re.IGNORECASE)
+_CLAUSE_BREAK_RE = re.compile(r"[.!?;:\n]|\bbut\b|\bhowever\b|\binstead\b", re.IGNORECASE)
+
+
+def _negated(text: str, start: int) -> bool:
+    """Whether the clause before position ``start`` holds a negation ("we don't serve <item>")."""
+    clause = _CLAUSE_BREAK_RE.split(text[:start])[-1]
+    return bool(_NEGATION_RE.search(clause.replace("\u2019", "'")))
+
+
+def extract_items(
+    text: str, terms: Mapping[str, str] | Iterable[str] = (), affirmed_only: bool = False,
+) -> set[str]:
     """Named menu items as ``"item:<canonical name>"``.
 
     ``terms`` are the business's item names, as a list or as a map from each surface form (name or
     alias) to the item's canonical name; ``FOOD_CATALOGUE`` is matched beneath them, so "lobster" counts
     as the menu's "lobster tail" when the menu lists it as an alias. Matches may overlap.
+    With ``affirmed_only`` an item counts only where some mention of it is not negated in its clause
+    ("we don't serve wagyu" does not offer wagyu; "no wagyu, but we have kobe" offers kobe).
     """
+    text = text or ""
     found: set[str] = set()
     for surface, canonical in _term_map(terms).items():
-        if _item_pattern(surface).search(text or ""):
-            found.add(f"item:{canonical}")
+        for match in _item_pattern(surface).finditer(text):
+            if not affirmed_only or not _negated(text, match.start()):
+                found.add(f"item:{canonical}")
+                break
     return found
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from homegrown.evaluation.facts import KnowledgeFacts, extract_facts, is_item, is_price
+from homegrown.evaluation.facts import KnowledgeFacts, extract_facts, extract_items, extract_prices
 
 HEADLINE_METRICS: tuple[str, ...] = (
     "fact_accuracy", "hallucination_rate", "token_f1", "rouge_l", "json_validity", "tool_exact_match",
@@ -101,9 +101,13 @@ def fact_accuracy(pred: str, ref: str, facts: KnowledgeFacts | None = None) -> f
 
 
 def hallucinated_facts(pred: str, ref: str, knowledge: KnowledgeFacts | None = None) -> set[str]:
-    """Prices and menu items the answer states that neither the reference nor the knowledge does."""
+    """Prices and menu items the answer states that neither the reference nor the knowledge does.
+
+    An item the answer only mentions in a negated clause ("we don't serve wagyu") is not stated.
+    """
     known = _extract(ref, knowledge) | (knowledge.facts if knowledge is not None else set())
-    stated = {f for f in _extract(pred, knowledge) if is_price(f) or is_item(f)}
+    stated = extract_prices(pred) | extract_items(pred, knowledge.terms if knowledge is not None else (),
+                                                  affirmed_only=True)
     return stated - known
 
 
@@ -205,7 +209,8 @@ def json_metrics(pred: str, ref: str) -> dict[str, Any]:
     obj = parse_json_answer(pred)
     parses = obj is not None
     errors = validate_page(obj) if parses else ["answer is not JSON"]
-    ref_types = _section_types(parse_json_answer(ref)) if parse_json_answer(ref) is not None else []
+    ref_obj = parse_json_answer(ref)
+    ref_types = _section_types(ref_obj) if ref_obj is not None else []
     accuracy: float | None = None
     if ref_types:
         pred_types = _section_types(obj) if parses else []
@@ -434,6 +439,8 @@ class EvalResult:
 
 
 def _row_metrics(example: dict[str, Any], answer: str, knowledge: KnowledgeFacts | None) -> dict[str, Any]:
+    """One example's metrics. Refusal applies to every task; tool tasks get the tool-call metrics, page
+    tasks the JSON metrics, and text answers token F1, ROUGE-L, fact accuracy and hallucination."""
     reference = reference_message(example)
     ref_text = reference.get("content") or ""
     kind = task_kind(example)
@@ -454,13 +461,13 @@ def _row_metrics(example: dict[str, Any], answer: str, knowledge: KnowledgeFacts
             row["tool_schema_valid"] = float(tool["schema_valid"])
         return row
     row["reference"] = ref_text
-    row["token_f1"] = token_f1(answer, ref_text)
-    row["rouge_l"] = rouge_l(answer, ref_text)
     if kind == "json":
         page = json_metrics(answer, ref_text)
         row.update({"json_validity": float(page["valid"]), "json_parses": float(page["parses"]),
                     "section_type_accuracy": page["section_type_accuracy"]})
         return row
+    row["token_f1"] = token_f1(answer, ref_text)
+    row["rouge_l"] = rouge_l(answer, ref_text)
     row["fact_accuracy"] = fact_accuracy(answer, ref_text, knowledge)
     invented = hallucinated_facts(answer, ref_text, knowledge)
     row["hallucination_rate"] = float(bool(invented))

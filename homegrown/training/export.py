@@ -17,9 +17,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import gguf
 import numpy as np
@@ -51,15 +52,18 @@ _KNOWN_PRE_TOKENIZERS = {
     "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # HuggingFaceTB/SmolLM(2)
 }
 
-# Recommended agreement between a GGUF file and the float Hugging Face model it was exported from, measured on
-# SmolLM2-135M-Instruct: perplexity may differ by at most `max_ppl_change` (relative) and the greedy next token
-# must match on at least `min_top1_agreement` of the positions.
+# Recommended agreement between a GGUF file and the float Hugging Face model it was exported from: perplexity may
+# differ by at most `max_ppl_change` (relative) and the greedy next token must match on at least
+# `min_top1_agreement` of the positions. Measured on SmolLM2-135M-Instruct (311 tokens of prose, code and chat):
+# f32 +0.00% / 1.000, f16 -0.02% / 1.000, bf16 -0.03% / 0.997, q8_0 +0.7% / 0.965, q4_k_m +6.4% / 0.888.
+# The limits leave about 3 standard errors of sampling noise at a few hundred tokens; Q4_K_M loses more on this
+# model than on larger ones because its 576-wide rows fall back from Q4_K to Q5_0 blocks.
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     "f32": {"max_ppl_change": 0.001, "min_top1_agreement": 0.99},
-    "f16": {"max_ppl_change": 0.005, "min_top1_agreement": 0.97},
-    "bf16": {"max_ppl_change": 0.02, "min_top1_agreement": 0.93},
+    "f16": {"max_ppl_change": 0.005, "min_top1_agreement": 0.98},
+    "bf16": {"max_ppl_change": 0.01, "min_top1_agreement": 0.97},
     "q8_0": {"max_ppl_change": 0.02, "min_top1_agreement": 0.93},
-    "q4_k_m": {"max_ppl_change": 0.15, "min_top1_agreement": 0.80},
+    "q4_k_m": {"max_ppl_change": 0.12, "min_top1_agreement": 0.83},
 }
 
 
@@ -179,13 +183,19 @@ def _add_vocab(writer: gguf.GGUFWriter, hf_dir: Path, vocab_size: int, tokenizer
         raise FileNotFoundError(f"no tokenizer.json in {hf_dir}")
     spec = json.loads(tokenizer_json.read_text())
     model_spec = spec.get("model") or {}
-    if model_spec.get("type") != "BPE" or model_spec.get("byte_fallback") or (spec.get("decoder") or {}).get("type") != "ByteLevel":
+    if (
+        model_spec.get("type") != "BPE"
+        or model_spec.get("byte_fallback")
+        or (spec.get("decoder") or {}).get("type") != "ByteLevel"
+    ):
         raise ValueError("export_gguf supports byte-level BPE (GPT-2 style) tokenizers only")
 
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     vocab: dict[str, int] = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
-        raise ValueError(f"tokenizer has ids up to {max(vocab.values())} but the model's vocab_size is {vocab_size}")
+        raise ValueError(
+            f"tokenizer has ids up to {max(vocab.values())} but the model's vocab_size is {vocab_size}"
+        )
 
     if tokenizer_pre is None:
         digest = sha256(str(tokenizer.encode(_PRE_TOKENIZER_PROBE)).encode()).hexdigest()
@@ -223,8 +233,12 @@ def _add_vocab(writer: gguf.GGUFWriter, hf_dir: Path, vocab_size: int, tokenizer
     plain = tokenizer.encode("a", add_special_tokens=False)
     with_special = tokenizer.encode("a", add_special_tokens=True)
     bos_id, eos_id = special.special_token_ids.get("bos"), special.special_token_ids.get("eos")
-    special.add_special_token["bos"] = bos_id is not None and with_special[:1] == [bos_id] and plain[:1] != [bos_id]
-    special.add_special_token["eos"] = eos_id is not None and with_special[-1:] == [eos_id] and plain[-1:] != [eos_id]
+    special.add_special_token["bos"] = (
+        bos_id is not None and with_special[:1] == [bos_id] and plain[:1] != [bos_id]
+    )
+    special.add_special_token["eos"] = (
+        eos_id is not None and with_special[-1:] == [eos_id] and plain[-1:] != [eos_id]
+    )
     if special.chat_template is None and getattr(tokenizer, "chat_template", None):
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(writer, quiet=True)
@@ -263,7 +277,7 @@ def _gguf_tensors(hf_dir: Path, config: dict[str, Any], matrix_qtype: gguf.GGMLQ
     seen: set[str] = set()
     for file in _safetensors_files(hf_dir):
         with safe_open(file, framework="pt") as handle:
-            for hf_name in handle.keys():
+            for hf_name in handle.keys():  # noqa: SIM118 - safe_open is not iterable
                 if hf_name.endswith(".rotary_emb.inv_freq"):
                     continue
                 if hf_name == "lm_head.weight" and tied:
@@ -331,7 +345,9 @@ def quantize_gguf(src: Path, dst: Path, qtype: QuantType, *, n_threads: int | No
 def _render_jinja(chat_template: str, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
 
     def raise_exception(message: str) -> None:
         raise ValueError(message)
@@ -372,8 +388,12 @@ def chatml_default_system(chat_template: str) -> str | None:
         ],
     ]
     for messages in probes:
-        if _render_jinja(chat_template, messages, add_generation_prompt=True) != _chatml(messages, default_system):
-            raise ValueError("the chat template is not ChatML; write_modelfile can only translate ChatML templates")
+        if _render_jinja(chat_template, messages, add_generation_prompt=True) != _chatml(
+            messages, default_system
+        ):
+            raise ValueError(
+                "the chat template is not ChatML; write_modelfile can only translate ChatML templates"
+            )
     return default_system
 
 
@@ -427,8 +447,10 @@ def write_modelfile(
     if system is not None:
         lines.append(f'SYSTEM """{system}"""')
     lines += [f'PARAMETER stop "{token}"' for token in stop_tokens]
-    lines += [f'PARAMETER {key} "{value}"' if isinstance(value, str) else f"PARAMETER {key} {value}"
-              for key, value in (parameters or {}).items()]
+    lines += [
+        f'PARAMETER {key} "{value}"' if isinstance(value, str) else f"PARAMETER {key} {value}"
+        for key, value in (parameters or {}).items()
+    ]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("\n".join(lines) + "\n")
     return out_path
@@ -480,10 +502,14 @@ def check_template_parity(
         gguf_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         difference = _first_difference(hf_ids, gguf_ids)
         if difference is not None:
-            mismatches.append({
-                "conversation": index, "first_difference": difference,
-                "hf_ids": hf_ids[difference:difference + 8], "gguf_ids": gguf_ids[difference:difference + 8],
-            })
+            mismatches.append(
+                {
+                    "conversation": index,
+                    "first_difference": difference,
+                    "hf_ids": hf_ids[difference : difference + 8],
+                    "gguf_ids": gguf_ids[difference : difference + 8],
+                }
+            )
     template_equal = embedded == tokenizer.chat_template
     details = {
         "conversations": len(sample_conversations),
@@ -576,8 +602,12 @@ def check_quantization_agreement(
     n_predicted = sum(len(values) for values in hf_logprobs)
     reference_ppl = math.exp(-float(np.concatenate(hf_logprobs).sum()) / n_predicted)
     report: dict[str, Any] = {
-        "reference": {"perplexity": reference_ppl, "tokens": n_predicted, "texts": len(token_lists),
-                      "seconds": time.perf_counter() - started},
+        "reference": {
+            "perplexity": reference_ppl,
+            "tokens": n_predicted,
+            "texts": len(token_lists),
+            "seconds": time.perf_counter() - started,
+        },
         "files": {},
     }
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import gguf
 import numpy as np
@@ -24,12 +25,16 @@ FILE_TYPE_NAMES: dict[int, str] = {
 
 
 def default_threads() -> int:
-    """Threads for llama.cpp: the CPUs this process may run on, at most 8 (small models gain nothing beyond)."""
+    """Threads for llama.cpp: half the CPUs this process may use, 1 to 4.
+
+    A small model gains nothing from more, and llama.cpp's threads spin-wait on each other: when every core is
+    also busy with other work, using all of them makes generation many times slower, not faster.
+    """
     try:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         available = os.cpu_count() or 1
-    return max(1, min(8, available))
+    return max(1, min(4, available // 2))
 
 
 @lru_cache(maxsize=1)
@@ -92,17 +97,17 @@ def load_llama(
     if extra_buffer_types is None:
         extra_buffer_types = not cpu_has_amx()
     threads = n_threads or default_threads()
-    kwargs = dict(
-        model_path=str(path),
-        vocab_only=vocab_only,
-        logits_all=logits_all,
-        n_ctx=n_ctx,
-        n_batch=min(n_ctx, 512),
-        n_threads=threads,
-        n_threads_batch=threads,
-        seed=seed,
-        verbose=False,
-    )
+    kwargs = {
+        "model_path": str(path),
+        "vocab_only": vocab_only,
+        "logits_all": logits_all,
+        "n_ctx": n_ctx,
+        "n_batch": min(n_ctx, 512),
+        "n_threads": threads,
+        "n_threads_batch": threads,
+        "seed": seed,
+        "verbose": False,
+    }
     if extra_buffer_types:
         return Llama(**kwargs)
     with _extra_buffer_types_disabled():

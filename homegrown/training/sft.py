@@ -285,6 +285,12 @@ def _check_resume(output_dir: Path, digest: dict[str, Any]) -> None:
             )
 
 
+def _tokens_at(checkpoint: str) -> int:
+    """Input tokens already counted in a checkpoint's trainer state."""
+    state = Path(checkpoint) / "trainer_state.json"
+    return int(json.loads(state.read_text()).get("num_input_tokens_seen", 0)) if state.is_file() else 0
+
+
 def _load_model(cfg: TrainConfig, base: BaseModel, use_bf16: bool):
     import torch
     from transformers import AutoModelForCausalLM
@@ -327,7 +333,7 @@ def train(
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
@@ -425,27 +431,35 @@ def train(
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    # disable_tqdm swaps the progress bar for a callback that prints every log dict; progress() replaces it.
+    trainer.remove_callback(PrinterCallback)
     trainable, total = trainer.model.get_nb_trainable_parameters()
 
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last_checkpoint)
     runtime = time.perf_counter() - started
-    eval_loss = trainer.evaluate()["eval_loss"] if has_eval else None
+    # Tokens of this session only (a resumed run's state already counts the earlier ones).
+    session_tokens = trainer.state.num_input_tokens_seen - (_tokens_at(last_checkpoint) if last_checkpoint else 0)
+
+    eval_loss: float | None = None
+    if early_stopping and trainer.state.best_metric is not None:
+        eval_loss = float(trainer.state.best_metric)  # the best checkpoint was loaded back at the end
+    elif has_eval:
+        evals = [h for h in history if "eval_loss" in h and h["step"] == trainer.state.global_step]
+        eval_loss = evals[-1]["eval_loss"] if evals else float(trainer.evaluate()["eval_loss"])
 
     train_losses = [h["loss"] for h in history if "loss" in h]
-    tokens = trainer.state.num_input_tokens_seen
     metrics: dict[str, Any] = {
         "train_loss": float(output.training_loss),
         "first_loss": train_losses[0] if train_losses else None,
         "last_loss": train_losses[-1] if train_losses else None,
-        "eval_loss": float(eval_loss) if eval_loss is not None else None,
-        "best_eval_loss": trainer.state.best_metric,
+        "eval_loss": eval_loss,
         "steps": trainer.state.global_step,
         "epochs": float(trainer.state.epoch or 0.0),
         "train_rows": len(train_rows),
         "validation_rows": len(eval_rows),
-        "tokens_seen": int(tokens),
-        "tokens_per_s": round(float(output.metrics.get("train_tokens_per_second") or 0.0), 1),
+        "tokens_seen": int(trainer.state.num_input_tokens_seen),
+        "tokens_per_s": round(session_tokens / runtime, 1) if runtime > 0 else None,
         "train_runtime_s": round(runtime, 2),
         "trainable_params": int(trainable),
         "total_params": int(total),

@@ -1,0 +1,162 @@
+"""One evaluation: several models on the test split, metrics with confidence intervals, the promotion gate
+and the report. Used by the ``eval_report`` asset and by ``homegrown eval``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from homegrown.evaluation.facts import KnowledgeFacts
+from homegrown.evaluation.gate import GateConfig, GateDecision, privacy_probe, promotion_decision
+from homegrown.evaluation.metrics import EvalResult, evaluate_answers
+from homegrown.evaluation.report import write_report
+from homegrown.evaluation.runner import INCUMBENT, INCUMBENT_KEY, chat_fn, latency_summary, run_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalOutcome:
+    results: dict[str, EvalResult]
+    headlines: dict[str, dict[str, Any]]
+    decision: GateDecision | None
+    report: dict[str, Any]
+    privacy: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"headlines": self.headlines, "gate": self.decision.to_dict() if self.decision else None,
+                "report": self.report.get("html"), "privacy_leaks": len(self.privacy.get("leaks", []))}
+
+
+def load_test_examples(test_parquet: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    from homegrown.store import read_parquet
+
+    frame = read_parquet(test_parquet).sort_values("example_id")
+    if limit:
+        frame = frame.head(limit)
+    return frame.to_dict("records")
+
+
+def attach_logged_answers(examples: list[dict[str, Any]], interactions: pd.DataFrame) -> int:
+    """Give each example the answer the incumbent logged (before any correction), anonymised like the data.
+
+    Returns how many examples got one (synthetic examples have no logged answer)."""
+    from homegrown.data.anonymise import Anonymiser
+    from homegrown.training.chat import render_tool_call
+
+    if interactions is None or not len(interactions):
+        return 0
+    by_id = interactions.set_index("id")["messages"].to_dict()
+    anonymiser = Anonymiser()
+    found = 0
+    for example in examples:
+        ids = example.get("source_ids") or []
+        messages = by_id.get(ids[0]) if ids else None
+        if not messages:
+            continue
+        answer = messages[-1]
+        text = answer.get("content") or ""
+        if answer.get("tool_calls"):
+            text = "".join(render_tool_call(call) for call in answer["tool_calls"])
+        example[INCUMBENT_KEY] = anonymiser.anonymise_text(text)[0]
+        found += 1
+    return found
+
+
+def evaluate_models(
+    models: dict[str, str],
+    examples: list[dict[str, Any]],
+    out_dir: Path,
+    *,
+    knowledge_path: Path | None = None,
+    candidate: str | None = None,
+    base: str | None = None,
+    champion: str | None = None,
+    gate_config: GateConfig | None = None,
+    pii_strings: list[str] | None = None,
+    opted_out_texts: list[str] | None = None,
+    loss_history: list[dict] | None = None,
+    score_distribution: list[float] | None = None,
+    max_tokens: int = 256,
+    api_key: str | None = None,
+) -> EvalOutcome:
+    """Answer ``examples`` with every model in ``models`` (name -> spec), score, gate and report.
+
+    ``candidate``/``base``/``champion`` name entries of ``models``; without a candidate and a base there is
+    no gate. The privacy probe runs against the candidate when PII strings or opted-out texts are given.
+    """
+    if not examples:
+        raise ValueError("no test examples to evaluate on")
+    knowledge = KnowledgeFacts.from_file(knowledge_path) if knowledge_path and Path(knowledge_path).exists() else None
+    results: dict[str, EvalResult] = {}
+    headlines: dict[str, dict[str, Any]] = {}
+    for name, spec in models.items():
+        subset = examples
+        if spec == INCUMBENT:
+            subset = [e for e in examples if e.get(INCUMBENT_KEY) is not None]
+            if not subset:
+                continue
+        log.info("evaluating %s (%s) on %d examples", name, spec, len(subset))
+        answers = run_model(spec, subset, max_tokens=max_tokens, api_key=api_key)
+        result = evaluate_answers(subset, [a.text for a in answers], knowledge)
+        result.performance.update(latency_summary(answers))
+        results[name] = result
+        headlines[name] = {**result.headline(), "examples": len(subset)}
+
+    probe: dict[str, Any] = {}
+    if candidate and (pii_strings or opted_out_texts):
+        generate, close = chat_fn(models[candidate], max_tokens=96, api_key=api_key)
+        try:
+            probe = privacy_probe(generate, pii_strings or [], opted_out_texts or [])
+        finally:
+            close()
+        headlines[candidate]["privacy_leaks"] = len(probe["leaks"])
+
+    decision = None
+    if candidate and base and candidate in headlines and base in headlines:
+        config = gate_config or GateConfig(require_privacy_probe=bool(pii_strings or opted_out_texts))
+        decision = promotion_decision(headlines[candidate], headlines[base],
+                                      headlines.get(champion) if champion else None, config)
+
+    extras: dict[str, Any] = {}
+    if loss_history:
+        extras["loss_history"] = loss_history
+    if score_distribution:
+        extras["score_distribution"] = score_distribution
+    if decision is not None:
+        extras["gate"] = decision
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = write_report(results, out_dir, extras)
+    (out_dir / "summary.json").write_text(json.dumps(
+        {"headlines": headlines, "gate": decision.to_dict() if decision else None,
+         "privacy": {"prompts": len(probe.get("prompts", [])), "leaks": len(probe.get("leaks", []))}},
+        indent=2, default=str))
+    return EvalOutcome(results=results, headlines=headlines, decision=decision, report=report, privacy=probe)
+
+
+def privacy_material(interactions: pd.DataFrame, opted_out_orgs: set[str], limit: int = 40) -> tuple[list[str], list[str]]:
+    """PII strings seen in the raw logs' user messages, and opening texts of opted-out conversations."""
+    from homegrown.data.anonymise import find_pii
+
+    pii: list[str] = []
+    seen: set[str] = set()
+    opted: list[str] = []
+    for org, messages in zip(interactions["org_id"], interactions["messages"]):
+        users = [m.get("content") or "" for m in messages or [] if m.get("role") == "user"]
+        if org in opted_out_orgs:
+            if users and len(opted) < limit:
+                opted.append(users[0])
+            continue
+        for text in users:
+            for span in find_pii(text):
+                if span.kind in ("EMAIL", "PHONE", "PERSON_NAME", "CARD_NUMBER", "ADDRESS") and span.text not in seen:
+                    seen.add(span.text)
+                    pii.append(span.text)
+        if len(pii) >= limit and len(opted) >= limit:
+            break
+    return pii[:limit], opted[:limit]
