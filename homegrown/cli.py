@@ -47,32 +47,89 @@ def status() -> dict[str, Any]:
             "superseded": (raw or {}).get("superseded"),
             "kept": (scored or {}).get("kept"),
         }
+    adapter = store.latest("lora_adapter")
+    if adapter:
+        merged = store.latest("merged_model") or {}
+        quantized = store.latest("quantized_model") or {}
+        out["model"] = {
+            "version": adapter["model_version"],
+            "mlflow_model_uri": adapter["mlflow_model_uri"],
+            "adapter": adapter["adapter_dir"],
+            "merged": merged.get("path"),
+            "gguf": quantized.get("gguf", {}),
+            "base_model": adapter["base_model"],
+            "dataset_version": adapter["dataset_version"],
+        }
+    report = store.latest("eval_report")
+    if report:
+        out["eval"] = {"report": report["report"], "metrics": report["metrics"], "promoted": report["promoted"],
+                       "model_version": report["model_version"], "gate_failures": report["gate"].get("failures")}
+    deployed = store.latest("deployed_endpoint")
+    from homegrown.gateway.server import running_gateway
+    from homegrown.gateway.settings import GatewaySettings
+
+    gateway = running_gateway()
+    if deployed or gateway:
+        out["endpoint"] = {
+            "url": (gateway or {}).get("url") or (deployed or {}).get("url"),
+            "model": (deployed or {}).get("model"),
+            "version": (deployed or {}).get("version"),
+            "healthy": bool(gateway and gateway.get("healthy")),
+            "api_key": GatewaySettings().client_api_key(),
+        }
     return out
 
 
-def run_pipeline(selection: str) -> None:
+def run_pipeline(selection: str, run_config: str | None = None) -> None:
     """Materialise ``selection`` (a Dagster asset selection string) into the project's Dagster instance."""
     prepare_dagster_home()
     import dagster as dg
+    import yaml
 
     from pipelines.definitions import defs
 
+    config = yaml.safe_load(Path(run_config).read_text()) if run_config else None
     assets = list(defs.assets)
-    result = dg.materialize(assets, selection=selection, resources=defs.resources,
+    result = dg.materialize(assets, selection=selection, resources=defs.resources, run_config=config,
                             instance=dg.DagsterInstance.get(), raise_on_error=True)
     if not result.success:
         raise SystemExit("the pipeline run failed; see the Dagster run log")
 
 
+def ask_endpoint(url: str, api_key: str, model: str | None, question: str) -> str:
+    """One question through the real ``openai`` client, the way the business's app would ask it."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{url.rstrip('/')}/v1", api_key=api_key, timeout=120, max_retries=1)
+    response = client.chat.completions.create(model=model or "champion", max_tokens=128, temperature=0,
+                                              messages=[{"role": "user", "content": question}])
+    return response.choices[0].message.content or ""
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run_pipeline(args.select)
+    run_pipeline(args.select, args.config)
     info = status()
-    print(json.dumps(info, indent=2))
-    print(f"\nhomegrown demo finished in {time.perf_counter() - started:.0f} s")
+    endpoint = info.get("endpoint")
+    print("\n== homegrown demo ==")
+    print(json.dumps({k: v for k, v in info.items() if k in ("dataset", "model")}, indent=2))
+    if "eval" in info:
+        print("\neval report:", info["eval"]["report"])
+        for name, headline in info["eval"]["metrics"].items():
+            shown = {k: round(v, 3) for k, v in headline.items() if isinstance(v, (int, float)) and k in (
+                "fact_accuracy", "hallucination_rate", "token_f1", "json_validity", "tool_exact_match",
+                "latency_p50_s", "privacy_leaks")}
+            print(f"  {name:>12}: {shown}")
+        print("  promoted:", info["eval"]["promoted"], "" if info["eval"]["promoted"] else info["eval"]["gate_failures"])
+    if endpoint and endpoint.get("url"):
+        for question in args.ask:
+            answer = ask_endpoint(endpoint["url"], endpoint["api_key"], endpoint.get("model"), question)
+            print(f"\nQ: {question}\nA ({endpoint.get('model')}): {answer}")
+        print(f"\nendpoint:   {endpoint['url']}/v1  (model {endpoint.get('model')}, api key {endpoint['api_key']})")
     print("Dagster UI: `make ui` (or `homegrown ui`), then http://127.0.0.1:3000")
     print("MLflow UI:  `make mlflow-ui`, then http://127.0.0.1:5000")
+    print(f"finished in {time.perf_counter() - started:.0f} s")
     return 0
 
 
@@ -92,12 +149,83 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, cwd=paths.PROJECT_ROOT)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from homegrown.data.ingest import load_interactions
+    from homegrown.evaluation.evaluate import attach_logged_answers, evaluate_models, load_test_examples
+    from homegrown.tracking import tracker_from_env
+    from homegrown.training.base import embedded_gguf_path
+
+    store = _store()
+    splits = store.require_latest("dataset_splits")
+    spec = args.model
+    if spec.isdigit() or spec.startswith("models:/"):
+        version = spec.rsplit("/", 1)[-1]
+        tags = tracker_from_env().model_version(version)["tags"]
+        spec = tags.get("gguf_q4_k_m") or tags.get("merged_path")
+        if not spec:
+            raise SystemExit(f"model version {version} has no GGUF or merged model recorded")
+    examples = load_test_examples(args.test or splits["paths"]["test"]["parquet"], args.limit or None)
+    models = {"model": spec}
+    if not args.no_base:
+        models["base"] = str(embedded_gguf_path())
+    raw = store.latest("raw_interactions")
+    if raw and args.incumbent:
+        attach_logged_answers(examples, load_interactions(raw["db_path"]))
+        models["incumbent"] = "incumbent"
+    out_dir = Path(args.out) if args.out else paths.subdir("eval-by-hand", time.strftime("%Y%m%d-%H%M%S"))
+    knowledge = paths.PROJECT_ROOT / "homegrown" / "demo" / "knowledge.json"
+    outcome = evaluate_models(models, examples, out_dir, knowledge_path=Path(args.knowledge) if args.knowledge
+                              else knowledge, candidate="model", base=None if args.no_base else "base",
+                              max_tokens=args.max_tokens, api_key=args.api_key)
+    print(json.dumps(outcome.summary(), indent=2, default=str))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from homegrown.gateway.server import serve
+    from homegrown.gateway.settings import GatewaySettings
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    serve(GatewaySettings(**overrides))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from homegrown.gateway.server import stop_background
+
+    stopped = stop_background()
+    print("stopped the background gateway" if stopped else "no background gateway was running")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from homegrown.lineage import interaction_lineage, model_lineage
+    from homegrown.tracking import tracker_from_env
+
+    if args.model:
+        info = model_lineage(_store(), tracker_from_env(), args.model)
+        if not args.all_ids:
+            for split in info["splits"].values():
+                ids = split["interaction_ids"]
+                split["interaction_ids"] = ids[:20] + ([f"... {len(ids) - 20} more (--all-ids)"] if len(ids) > 20 else [])
+    elif args.interaction:
+        info = interaction_lineage(_store(), tracker_from_env(), args.interaction)
+    else:
+        raise SystemExit("give an interaction id or --model VERSION")
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="homegrown", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the embedded default")
     demo.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
+    demo.add_argument("--config", default=str(paths.PROJECT_ROOT / "pipelines" / "demo_config.yaml"),
+                      help="Dagster run config (YAML); the default trains briefly enough for a laptop")
+    demo.add_argument("--ask", nargs="*", default=["Do you serve wagyu beef?", "How much is the lobster upgrade?"],
+                      help="questions sent to the deployed endpoint at the end")
     demo.set_defaults(func=cmd_demo)
 
     st = sub.add_parser("status", help="show the latest dataset, model, eval and endpoint")
@@ -107,6 +235,32 @@ def main(argv: list[str] | None = None) -> int:
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on the project's instance")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
+
+    ev = sub.add_parser("eval", help="evaluate any model on the test split (the eval_report outside the pipeline)")
+    ev.add_argument("--model", required=True, help="registry version, models:/ URI, GGUF/HF path or http(s) URL#model")
+    ev.add_argument("--test", help="a test split Parquet (default: the latest dataset's)")
+    ev.add_argument("--limit", type=int, default=0, help="evaluate on the first N examples only")
+    ev.add_argument("--max-tokens", type=int, default=256)
+    ev.add_argument("--knowledge", help="the business's knowledge file (default: the demo's)")
+    ev.add_argument("--api-key", help="key for an endpoint URL (default: HOMEGROWN_EVAL_API_KEY / OPENAI_API_KEY)")
+    ev.add_argument("--no-base", action="store_true", help="do not evaluate the base model beside it")
+    ev.add_argument("--incumbent", action="store_true", help="also score the logged incumbent answers")
+    ev.add_argument("--out", help="report folder")
+    ev.set_defaults(func=cmd_eval)
+
+    serve = sub.add_parser("serve", help="run the gateway in the foreground")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    stop = sub.add_parser("stop", help="stop the background gateway")
+    stop.set_defaults(func=cmd_stop)
+
+    lin = sub.add_parser("lineage", help="where an interaction went, or what a model version was trained on")
+    lin.add_argument("interaction", nargs="?", help="an interaction id")
+    lin.add_argument("--model", help="a registered model version")
+    lin.add_argument("--all-ids", action="store_true", help="list every interaction id (with --model)")
+    lin.set_defaults(func=cmd_lineage)
 
     args = parser.parse_args(argv)
     return args.func(args)

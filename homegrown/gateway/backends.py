@@ -102,29 +102,11 @@ def find_base_gguf() -> Path:
     return found[0]
 
 
-_LOAD_LOCK = threading.Lock()
-
-
 def _load_llama(gguf_path: Path, n_ctx: int, n_threads: int | None, repack: bool) -> Any:
-    from llama_cpp import Llama
-    from llama_cpp import llama_cpp as llama_lib
+    """llama.cpp through the project's one loader (it keeps AMX repacking off where that crashes)."""
+    from homegrown.training.llama_cpp_util import load_llama
 
-    if repack:
-        return Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
-    # Llama() has no argument for use_extra_bufts, so the default model params are patched for this load only.
-    with _LOAD_LOCK:
-        original = llama_lib.llama_model_default_params
-
-        def without_extra_buffers() -> Any:
-            params = original()
-            params.use_extra_bufts = False
-            return params
-
-        llama_lib.llama_model_default_params = without_extra_buffers
-        try:
-            return Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
-        finally:
-            llama_lib.llama_model_default_params = original
+    return load_llama(gguf_path, n_ctx=n_ctx, n_threads=n_threads, extra_buffer_types=True if repack else None)
 
 
 class LlamaCppBackend:
