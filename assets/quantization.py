@@ -21,7 +21,7 @@ from resources import MlflowResource, StorageResource
 STOP_TOKEN = "<|im_end|>"
 
 class QuantizeConfig(dg.Config):
-    check_conversations: int = Field(default=8, ge=1, description="Validation conversations the parity checks use.")
+    check_conversations: int = Field(default=16, ge=1, description="Validation conversations the parity checks use.")
     keep_f16: bool = Field(default=False, description="Keep the intermediate F16 GGUF beside the quantized files.")
 
 @dg.asset(
@@ -56,8 +56,12 @@ def quantized_model(
 
     conversations = _validation_conversations(splits["paths"]["validation"]["jsonl"], config.check_conversations)
     parity_ok, parity = check_template_parity(hf_dir, files["q4_k_m"], conversations)
-    prompt = parity.get("first_prompt") or _render_prompt(hf_dir, conversations[0])
-    stops_ok, stops = check_stops(files["q4_k_m"], prompt)
+    # The model must end its turn with <|im_end|>: checked on the validation conversations with the
+    # shortest answers, so a long page-builder answer cannot hit the token limit first.
+    short = sorted(conversations, key=lambda conv: len(conv[-1].get("content") or ""))[:3]
+    stop_results = [check_stops(files["q4_k_m"], _render_prompt(hf_dir, conv), max_tokens=256) for conv in short]
+    stops_ok = all(ok for ok, _ in stop_results)
+    stops = {"prompts": len(stop_results), "details": [detail for _, detail in stop_results]}
     texts = ["\n".join(m["content"] for m in conv) for conv in conversations]
     agreement = check_quantization_agreement(hf_dir, files, texts)
     if not config.keep_f16:

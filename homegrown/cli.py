@@ -89,6 +89,10 @@ def run_pipeline(selection: str, run_config: str | None = None) -> None:
     from pipelines.definitions import defs
 
     config = yaml.safe_load(Path(run_config).read_text()) if run_config else None
+    if config and "ops" in config:
+        graph = defs.get_repository_def().asset_graph
+        selected = {key.to_user_string() for key in dg.AssetSelection.from_string(selection).resolve(graph)}
+        config = {**config, "ops": {op: cfg for op, cfg in config["ops"].items() if op in selected}}
     assets = list(defs.assets)
     result = dg.materialize(assets, selection=selection, resources=defs.resources, run_config=config,
                             instance=dg.DagsterInstance.get(), raise_on_error=True)

@@ -6,13 +6,13 @@ GPU_TAG = {"homegrown/gpu": "true"}
 
 curate_job = dg.define_asset_job(
     "curate_job",
-    selection=dg.AssetSelection.keys("raw_interactions", "synthetic_examples", "scored_dataset"),
+    selection=dg.AssetSelection.assets("raw_interactions", "synthetic_examples", "scored_dataset"),
     description="Read new logs and score them, so the retrain sensor can count new good examples.",
 )
 
 data_job = dg.define_asset_job(
     "data_job",
-    selection=dg.AssetSelection.keys("dataset_splits").upstream(),
+    selection=dg.AssetSelection.assets("dataset_splits").upstream(),
     description="From the raw logs to stable train/validation/test splits.",
 )
 

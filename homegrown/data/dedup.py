@@ -158,11 +158,14 @@ class _Features:
         return np.concatenate([self.last_user, self.answer])
 
 
+def example_features(messages: list[dict[str, Any]], shingle: int = 3) -> _Features:
+    """Shingle features of one example; ``a.question_similarity(b)`` is the measure ``dedup_examples`` uses."""
+    return _Features.of(tuple(normalize_text(t) for t in split_question_answer(messages)), shingle)
+
+
 def question_similarity(messages_a: list[dict[str, Any]], messages_b: list[dict[str, Any]], shingle: int = 3) -> float:
     """The question similarity ``dedup_examples`` uses (last user message, and earlier turns when present)."""
-    a = _Features.of(tuple(normalize_text(t) for t in split_question_answer(messages_a)), shingle)
-    b = _Features.of(tuple(normalize_text(t) for t in split_question_answer(messages_b)), shingle)
-    return a.question_similarity(b)
+    return example_features(messages_a, shingle).question_similarity(example_features(messages_b, shingle))
 
 
 def _minhash(hashes: np.ndarray, permutations: np.ndarray) -> MinHash:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homegrown.data.columns import SPLITS
-from homegrown.data.dedup import near_duplicate_pairs, normalize_text, question_similarity, split_question_answer
+from homegrown.data.dedup import example_features, near_duplicate_pairs, normalize_text, split_question_answer
 
 MIN_STRATIFIED = 10
 # Answers shorter than this many words ("Yes, we do.", "You're welcome!") recur across unrelated
@@ -285,7 +285,7 @@ def cross_split_duplicates(
     frame = df if "split" in df.columns else df.assign(
         split=df["conversation_id"].astype(str).map(assignment or {}).to_numpy())
     answers: dict[str, tuple[list[str], list[str]]] = {s: ([], []) for s in SPLITS}
-    messages_of: dict[str, Any] = {}
+    features: dict[str, Any] = {}
     for example_id, split, messages in zip(frame["example_id"].astype(str), frame["split"], frame["messages"]):
         try:
             answer = normalize_text(split_question_answer(messages)[2])
@@ -294,7 +294,7 @@ def cross_split_duplicates(
         if split in answers and len(answer.split()) >= MIN_LEAK_WORDS:
             answers[split][0].append(example_id)
             answers[split][1].append(answer)
-            messages_of[example_id] = messages
+            features[example_id] = example_features(list(messages))
     found = []
     # Each split is compared with all later splits at once, so every answer is hashed at most twice.
     for k, split_a in enumerate(SPLITS[:-1]):
@@ -302,7 +302,7 @@ def cross_split_duplicates(
         later = [(split, example_id, text) for split in SPLITS[k + 1:] for example_id, text in zip(*answers[split])]
         for i, j, score in near_duplicate_pairs(texts_a, [text for _, _, text in later], threshold):
             split_b, id_b, _ = later[j]
-            q = question_similarity(list(messages_of[ids_a[i]]), list(messages_of[id_b]))
+            q = features[ids_a[i]].question_similarity(features[id_b])
             if q >= threshold:
                 found.append((ids_a[i], split_a, id_b, split_b, float(score), float(q)))
     return found

