@@ -5,7 +5,9 @@
 1. Single stream: time to first token and decode tokens/s of one streamed answer, through the gateway
    (a background gateway process, the real ``openai`` client, server-sent events) and from llama.cpp
    called directly in this process with the same prompt tokens, max_tokens, stop strings, greedy
-   sampling and thread counts. Runs alternate between the two; medians of ``--runs`` runs after warm-up.
+   sampling and thread counts. A third side reads the gateway's stream with httpx instead of ``openai``,
+   to tell the gateway's cost from the client's. The order rotates per run; medians of ``--runs`` runs
+   after warm-up.
 2. Load: ``--requests`` non-streamed requests from ``--concurrency`` client threads (each with its own
    ``openai`` client): requests/s and p50/p95 latency, against the same requests sent one after the other
    to llama.cpp directly.
@@ -21,6 +23,7 @@ import argparse
 import contextlib
 import ctypes
 import datetime as dt
+import json
 import os
 import platform
 import queue
@@ -237,57 +240,102 @@ def stream_gateway(client: Any, question: str, max_tokens: int) -> StreamRun:
     return StreamRun(first if first is not None else end, end, tokens, "".join(parts))
 
 
+def stream_gateway_sse(http: Any, question: str, max_tokens: int) -> StreamRun:
+    """The same request read with httpx and ``json.loads`` per event: the gateway's cost without the client's."""
+    started = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    tokens: int | None = None
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[len("data: ") :])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            content = event["choices"][0]["delta"].get("content") if event.get("choices") else None
+            if content:
+                if first is None:
+                    first = time.perf_counter() - started
+                parts.append(content)
+    end = time.perf_counter() - started
+    if tokens is None:
+        raise RuntimeError("the gateway's stream carried no usage although include_usage was asked for")
+    return StreamRun(first if first is not None else end, end, tokens, "".join(parts))
+
+
+SIDES = ("direct", "gateway", "gateway_sse")
+
+
 @dataclass
 class SingleStreamResult:
-    direct: list[StreamRun]
-    gateway: list[StreamRun]
+    """The runs of each side: llama.cpp in-process, the gateway read by ``openai``, and read by httpx."""
 
-    @staticmethod
-    def _median(runs: list[StreamRun], attribute: str) -> float:
-        return statistics.median(getattr(run, attribute) for run in runs)
+    direct: list[StreamRun] = field(default_factory=list)
+    gateway: list[StreamRun] = field(default_factory=list)
+    gateway_sse: list[StreamRun] = field(default_factory=list)
 
     def median(self, side: str, attribute: str) -> float:
-        return self._median(getattr(self, side), attribute)
+        return statistics.median(getattr(run, attribute) for run in getattr(self, side))
 
     @property
     def same_text(self) -> bool:
-        """Whether both sides wrote the same answer in every run (greedy decoding of the same tokens)."""
+        """Whether llama.cpp in-process and the gateway wrote the same answer to the same prompt in every run."""
         return all(d.text == g.text for d, g in zip(self.direct, self.gateway, strict=True))
 
-    @property
-    def decode_overhead_pct(self) -> float:
-        """How much slower the gateway decodes: direct tokens/s over gateway tokens/s, minus one, in %."""
-        return (self.median("direct", "decode_tps") / self.median("gateway", "decode_tps") - 1) * 100
+    def decode_overhead_pct(self, side: str = "gateway") -> float:
+        """How much slower ``side`` decodes than llama.cpp in-process: the ratio of tokens/s minus one, in %."""
+        return (self.median("direct", "decode_tps") / self.median(side, "decode_tps") - 1) * 100
 
 
-def run_prompt(index: int) -> str:
-    """The single-stream prompt of run ``index``: numbered, so neither side can reuse a cached prompt."""
-    return f"Request {index}. {SINGLE_STREAM_PROMPT}"
+def run_prompt(index: int, side: str) -> str:
+    """The single-stream prompt of run ``index``, numbered so that no run can reuse a cached prompt.
+
+    The two gateway sides share one model (and its prompt cache), so the httpx side gets a prompt of its own.
+    """
+    tag = "B" if side == "gateway_sse" else "A"
+    return f"Request {index}{tag}. {SINGLE_STREAM_PROMPT}"
 
 
 def single_stream(
-    model: DirectModel, client: Any, max_tokens: int, runs: int, warmup: int
+    model: DirectModel, client: Any, http: Any, max_tokens: int, runs: int, warmup: int
 ) -> SingleStreamResult:
+    """``warmup`` untimed, then ``runs`` timed streamed answers from each side, the order rotating per run."""
+
+    def one(side: str, prompt: str) -> StreamRun:
+        if side == "direct":
+            return stream_direct(model, prompt, max_tokens)
+        if side == "gateway":
+            return stream_gateway(client, prompt, max_tokens)
+        return stream_gateway_sse(http, prompt, max_tokens)
+
     # llama-cpp-python keeps the previous prompt's KV cache and skips its common prefix; a new prompt per run
-    # makes time to first token include the prompt processing, as it does for a real request.
+    # makes time to first token include the prompt processing, as it does for a real request. The gateway
+    # has its own model and cache, so each side sees each prompt once.
     for index in range(warmup):
-        stream_direct(model, run_prompt(-1 - index), max_tokens)
-        stream_gateway(client, run_prompt(-1 - index), max_tokens)
-    result = SingleStreamResult([], [])
+        for side in SIDES:
+            one(side, run_prompt(-1 - index, side))
+    result = SingleStreamResult()
     for index in range(runs):
-        prompt = run_prompt(index + 1)
-        # Alternate which side goes first, so a change in the machine's load hits both alike.
-        order = ("direct", "gateway") if index % 2 == 0 else ("gateway", "direct")
-        for side in order:
-            if side == "direct":
-                result.direct.append(stream_direct(model, prompt, max_tokens))
-            else:
-                result.gateway.append(stream_gateway(client, prompt, max_tokens))
-        direct, gateway = result.direct[-1], result.gateway[-1]
+        # Rotate which side goes first, so a change in the machine's load hits all of them alike.
+        for side in SIDES[index % len(SIDES) :] + SIDES[: index % len(SIDES)]:
+            getattr(result, side).append(one(side, run_prompt(index + 1, side)))
         print(
-            f"  run {index + 1}/{runs}: direct {direct.decode_tps:6.1f} tok/s, first token "
-            f"{direct.first_token_s * 1000:7.1f} ms; gateway {gateway.decode_tps:6.1f} tok/s, first token "
-            f"{gateway.first_token_s * 1000:7.1f} ms ({gateway.tokens} tokens)",
+            f"  run {index + 1}/{runs}: "
+            + "; ".join(
+                f"{side} {getattr(result, side)[-1].decode_tps:5.1f} tok/s, first token "
+                f"{getattr(result, side)[-1].first_token_s * 1000:6.1f} ms"
+                for side in SIDES
+            ),
             flush=True,
         )
     return result
@@ -390,14 +438,24 @@ def _row(*cells: Any) -> str:
 def render_markdown(
     info: dict[str, Any], single: SingleStreamResult, loads: list[tuple[LoadRound, LoadRound]]
 ) -> str:
-    def med(side: str, attribute: str) -> float:
-        return single.median(side, attribute)
+    def med(side: str, attribute: str, scale: float = 1.0) -> float:
+        return single.median(side, attribute) * scale
 
-    direct_tps, gateway_tps = med("direct", "decode_tps"), med("gateway", "decode_tps")
-    direct_ttft, gateway_ttft = med("direct", "first_token_s") * 1000, med("gateway", "first_token_s") * 1000
-    direct_total, gateway_total = med("direct", "end_s"), med("gateway", "end_s")
-    overhead = single.decode_overhead_pct
+    def metric_row(label: str, attribute: str, scale: float, fmt: str) -> str:
+        direct = med("direct", attribute, scale)
+        gateway, sse = med("gateway", attribute, scale), med("gateway_sse", attribute, scale)
+        return _row(
+            label,
+            format(direct, fmt),
+            format(gateway, fmt),
+            f"**{gateway / direct:.3f}**",
+            format(sse, fmt),
+            f"{sse / direct:.3f}",
+        )
+
+    overhead, sse_overhead = single.decode_overhead_pct("gateway"), single.decode_overhead_pct("gateway_sse")
     verdict = "within" if overhead < OVERHEAD_TARGET_PCT else "NOT within"
+    ttft_delta = med("gateway", "first_token_s", 1000) - med("direct", "first_token_s", 1000)
 
     gw_rounds = [gateway for gateway, _ in loads]
     dr_rounds = [direct for _, direct in loads]
@@ -432,43 +490,43 @@ def render_markdown(
         _row("llama.cpp threads", f"{info['threads']} (decode and prompt, both sides)"),
         _row("llama-cpp-python", info["llama_cpp_version"]),
         _row("sampling", "greedy (temperature 0), same prompt tokens and stop strings on both sides"),
-        _row("runs", f"{info['warmup']} warm-up + {info['runs']} timed per side, alternating; medians"),
+        _row("runs", f"{info['warmup']} warm-up + {info['runs']} timed per side, order rotating per run; medians"),
         "",
         "## 1. Single stream: gateway vs llama.cpp in-process",
         "",
         (
-            f'Prompt: "Request <n>. {SINGLE_STREAM_PROMPT}", numbered per run so that no run reuses a cached '
-            f"prompt (max_tokens {info['max_tokens']}; tokens generated per run: "
-            f"{', '.join(str(run.tokens) for run in single.gateway)}; the same answer from both sides in every "
-            f"run: {'yes' if single.same_text else 'NO'})."
+            f'Prompt: "Request <n>A. {SINGLE_STREAM_PROMPT}", numbered per run so that no run reuses a cached '
+            "prompt (the httpx side, which shares the gateway's model, gets `<n>B`). "
+            f"max_tokens {info['max_tokens']}; tokens generated per run: "
+            f"{', '.join(str(run.tokens) for run in single.gateway)}; the same answer from llama.cpp in-process "
+            f"and through the gateway in every run: {'yes' if single.same_text else 'NO'}."
         ),
         "",
-        _row("", "llama.cpp direct", "gateway (HTTP + SSE, openai client)", "gateway / direct"),
-        _row("---", "---:", "---:", "---:"),
-        _row("decode tokens/s", f"{direct_tps:.1f}", f"{gateway_tps:.1f}", f"{gateway_tps / direct_tps:.3f}"),
         _row(
-            "time to first token (ms)",
-            f"{direct_ttft:.1f}",
-            f"{gateway_ttft:.1f}",
-            f"{gateway_ttft / direct_ttft:.3f}",
+            "",
+            "llama.cpp direct",
+            "gateway, `openai` client",
+            "gateway / direct",
+            "gateway, httpx",
+            "/ direct",
         ),
-        _row(
-            "whole answer (s)",
-            f"{direct_total:.3f}",
-            f"{gateway_total:.3f}",
-            f"{gateway_total / direct_total:.3f}",
-        ),
+        _row("---", "---:", "---:", "---:", "---:", "---:"),
+        metric_row("decode tokens/s", "decode_tps", 1.0, ".1f"),
+        metric_row("time to first token (ms)", "first_token_s", 1000.0, ".1f"),
+        metric_row("whole answer (s)", "end_s", 1.0, ".3f"),
         "",
         (
-            f"Decode overhead of the gateway: **{overhead:+.1f} %** "
-            f"({verdict} the {OVERHEAD_TARGET_PCT:.0f} % target); "
-            f"time to first token {gateway_ttft - direct_ttft:+.1f} ms."
+            f"Decode overhead of the gateway with the `openai` client: **{overhead:+.1f} %** "
+            f"({verdict} the {OVERHEAD_TARGET_PCT:.0f} % target); time to first token {ttft_delta:+.1f} ms. "
+            f"Read with httpx and `json.loads` instead of the `openai` client (which builds a pydantic object per "
+            f"event), the overhead is {sse_overhead:+.1f} %: the rest is the client's work, which on a busy "
+            "machine competes for the same cores as the model."
         ),
         "",
-        "Per run (decode tokens/s, direct / gateway): "
+        "Per run (decode tokens/s, direct / openai / httpx): "
         + ", ".join(
-            f"{d.decode_tps:.1f} / {g.decode_tps:.1f}"
-            for d, g in zip(single.direct, single.gateway, strict=True)
+            f"{d.decode_tps:.1f} / {g.decode_tps:.1f} / {r.decode_tps:.1f}"
+            for d, g, r in zip(single.direct, single.gateway, single.gateway_sse, strict=True)
         )
         + ".",
         "",
@@ -558,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="homegrown-bench-serve-"))
     os.environ["HOMEGROWN_HOME"] = str(home)
     # Imported after HOMEGROWN_HOME is set: the settings' defaults point into it.
+    import httpx
     import llama_cpp
     from openai import OpenAI
 
@@ -601,11 +660,13 @@ def main(argv: list[str] | None = None) -> int:
             return OpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=0, timeout=900)
 
         client = make_client()
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=900)
         try:
             print(f"single stream: {args.warmup} warm-up + {args.runs} runs per side", flush=True)
-            single = single_stream(model, client, args.max_tokens, args.runs, args.warmup)
+            single = single_stream(model, client, http, args.max_tokens, args.runs, args.warmup)
         finally:
             client.close()
+            http.close()
 
         print(f"load: {args.load_rounds} rounds of {args.requests} requests", flush=True)
         load_gateway(make_client, args.concurrency, args.concurrency, args.load_max_tokens)  # warm-up

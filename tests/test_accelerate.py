@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -93,14 +94,28 @@ def test_two_cpu_processes_train_and_only_rank0_writes(tmp_path):
     config_path.write_text(json.dumps(run))
     result_path = tmp_path / "result.json"
 
-    env = {**os.environ, "HOMEGROWN_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "HOMEGROWN_HOME": str(tmp_path / "home"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     command = [
         str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
         "-m", "homegrown.training.entry", "--config", str(config_path), "--result", str(result_path),
     ]  # fmt: skip
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # A session of its own, so that on a timeout the launcher and both workers are stopped together.
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
 
     result = json.loads(result_path.read_text())
     assert result["metrics"]["world_size"] == 2
@@ -109,7 +124,9 @@ def test_two_cpu_processes_train_and_only_rank0_writes(tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
     # Only rank 0 reports progress: one event per step, not one per process.
-    events = [json.loads(line[len("PROGRESS ") :]) for line in proc.stdout.splitlines() if line.startswith("PROGRESS ")]
+    events = [
+        json.loads(line[len("PROGRESS ") :]) for line in stdout.splitlines() if line.startswith("PROGRESS ")
+    ]
     assert [e["step"] for e in events if "loss" in e] == [1, 2, 3]
     assert not list(tmp_path.glob("result.json.tmp"))
     assert sorted(p.name for p in out.iterdir()) == ["adapter", "checkpoints", "train_config.json"]

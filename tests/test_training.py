@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from homegrown.training import sft
 from homegrown.training.base import (
     DEFAULT_BASE,
     BaseModel,
@@ -50,7 +49,11 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     for i in range(n):
         dish, price = rnd.choice(dishes), rnd.randint(5, 60)
         if i % 5 == 4:
-            call = {"id": f"c{i}", "type": "function", "function": {"name": "book_table", "arguments": json.dumps({"party_size": price})}}
+            call = {
+                "id": f"c{i}",
+                "type": "function",
+                "function": {"name": "book_table", "arguments": json.dumps({"party_size": price})},
+            }
             rows.append(
                 {
                     "messages": [
@@ -130,22 +133,24 @@ def tiny_base(tiny_base_dir) -> BaseModel:
 
 @pytest.fixture
 def splits(tmp_path) -> tuple[Path, Path]:
-    return write_jsonl(tmp_path / "train.jsonl", make_rows(20, 0)), write_jsonl(tmp_path / "val.jsonl", make_rows(5, 1))
+    return write_jsonl(tmp_path / "train.jsonl", make_rows(20, 0)), write_jsonl(
+        tmp_path / "val.jsonl", make_rows(5, 1)
+    )
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    values = dict(
-        learning_rate=1e-2,
-        max_steps=6,
-        per_device_batch_size=4,
-        gradient_accumulation=1,
-        logging_steps=1,
-        bf16=False,
-        early_stopping_patience=None,
-        warmup_ratio=0.0,
-        lr_scheduler="constant",
-        max_seq_length=256,
-    )
+    values = {
+        "learning_rate": 1e-2,
+        "max_steps": 6,
+        "per_device_batch_size": 4,
+        "gradient_accumulation": 1,
+        "logging_steps": 1,
+        "bf16": False,
+        "early_stopping_patience": None,
+        "warmup_ratio": 0.0,
+        "lr_scheduler": "constant",
+        "max_seq_length": 256,
+    }
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -191,8 +196,20 @@ def test_text_parts_are_joined():
         [{"role": "user", "content": 3}],
         [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
         [{"role": "user", "content": "x", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}],
-        [{"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}],
-        [{"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}],
+        [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}],
+            }
+        ],
+        [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}],
+            }
+        ],
         [{"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": "{}"}}]}],
     ],
 )
@@ -227,7 +244,11 @@ def test_prompt_completion_split():
         ("just text", "just text", []),
         ('<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>', None, ["f"]),
         ('Sure.\n<tool_call>{"name": "f", "arguments": {}}</tool_call>', "Sure.", ["f"]),
-        ('<tool_call>{"name": "f"}</tool_call><tool_call>{"name": "g", "arguments": {}}</tool_call>', None, ["f", "g"]),
+        (
+            '<tool_call>{"name": "f"}</tool_call><tool_call>{"name": "g", "arguments": {}}</tool_call>',
+            None,
+            ["f", "g"],
+        ),
         ("<tool_call>not json</tool_call>", "<tool_call>not json</tool_call>", []),
     ],
 )
@@ -240,7 +261,11 @@ def test_parse_tool_calls(text, content, names):
 
 
 def test_tool_call_round_trip():
-    call = {"id": "x", "type": "function", "function": {"name": "book_table", "arguments": '{"party_size": 4}'}}
+    call = {
+        "id": "x",
+        "type": "function",
+        "function": {"name": "book_table", "arguments": '{"party_size": 4}'},
+    }
     _, calls = parse_tool_calls(render_tool_call(call))
     assert calls[0]["function"] == call["function"]
 
@@ -375,7 +400,9 @@ def test_training_lowers_loss_and_changes_lora_weights(tmp_path, tiny_base, spli
 
 def test_train_writes_adapter_and_reports_progress(tmp_path, tiny_base, splits):
     events: list[dict] = []
-    result = train(tiny_config(bf16="auto"), *splits, base=tiny_base, output_dir=tmp_path / "run", progress=events.append)
+    result = train(
+        tiny_config(bf16="auto"), *splits, base=tiny_base, output_dir=tmp_path / "run", progress=events.append
+    )
 
     steps = [e for e in events if "loss" in e]
     assert [e["step"] for e in steps] == list(range(1, 7))
@@ -396,11 +423,22 @@ def test_train_writes_adapter_and_reports_progress(tmp_path, tiny_base, splits):
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
 
 
+@pytest.mark.parametrize("batching", ["padding_free", "packing", "padded"])
+def test_other_batching_modes_train(tmp_path, tiny_base, splits, batching):
+    result = train(
+        tiny_config(max_steps=2, batching=batching), *splits, base=tiny_base, output_dir=tmp_path / "run"
+    )
+    assert result.metrics["steps"] == 2 and result.metrics["tokens_seen"] > 0
+
+
 def test_resume_from_latest_checkpoint(tmp_path, tiny_base, splits):
     out = tmp_path / "run"
     first = train(tiny_config(max_steps=4, eval_steps=2), *splits, base=tiny_base, output_dir=out)
     assert first.resumed_from is None
-    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
 
     second = train(tiny_config(max_steps=6, eval_steps=2), *splits, base=tiny_base, output_dir=out)
     assert second.resumed_from is not None and second.resumed_from.endswith("checkpoint-4")
@@ -416,14 +454,23 @@ def test_merge_matches_base_plus_adapter(tmp_path, tiny_base, splits):
 
     result = train(tiny_config(), *splits, base=tiny_base, output_dir=tmp_path / "run")
     merged_dir = merge_adapter(
-        tiny_base.path, result.adapter_dir, tmp_path / "merged", {"name": "hibachi-v1", "base_model": DEFAULT_BASE,
-                                                                     "dataset_version": "abc123", "metrics": {"eval_loss": 1.0}}
+        tiny_base.path,
+        result.adapter_dir,
+        tmp_path / "merged",
+        {
+            "name": "hibachi-v1",
+            "base_model": DEFAULT_BASE,
+            "dataset_version": "abc123",
+            "metrics": {"eval_loss": 1.0},
+        },
     )
     prompts = ["How much is the lobster?", "Book a table for 4 people"]
     assert max_logit_difference(tiny_base.path, result.adapter_dir, merged_dir, prompts) < 1e-4
 
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    assert GenerationConfig.from_pretrained(merged_dir).eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert GenerationConfig.from_pretrained(merged_dir).eos_token_id == tokenizer.convert_tokens_to_ids(
+        "<|im_end|>"
+    )
     card = (merged_dir / "README.md").read_text()
     assert "license: apache-2.0" in card and "abc123" in card and "hibachi-v1" in card
     assert not any(p.name.startswith("adapter_") for p in merged_dir.iterdir())
@@ -455,13 +502,21 @@ def test_embedded_smollm2_end_to_end(tmp_path):
     assert (base.path / "model.safetensors").is_file()
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     assert tokenizer.eos_token == "<|im_end|>"
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert rendered.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert resolve_base_model(cache_dir=cache) == base  # cached: no second conversion
 
     train_path = write_jsonl(tmp_path / "train.jsonl", make_rows(40, 0))
     val_path = write_jsonl(tmp_path / "val.jsonl", make_rows(6, 1))
-    cfg = TrainConfig(max_steps=4, per_device_batch_size=4, gradient_accumulation=1, logging_steps=1, early_stopping_patience=None)
+    cfg = TrainConfig(
+        max_steps=4,
+        per_device_batch_size=4,
+        gradient_accumulation=1,
+        logging_steps=1,
+        early_stopping_patience=None,
+    )
     result = train(cfg, train_path, val_path, base, tmp_path / "run")
     print("smollm2 metrics:", json.dumps(result.metrics))
     assert result.metrics["last_loss"] < result.metrics["first_loss"]

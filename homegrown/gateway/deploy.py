@@ -59,21 +59,24 @@ def deploy_model(
 
     write_models_file(settings.models_file, ModelSpec(name=name, gguf_path=str(gguf_path), version=str(version)),
                       previous_models.challenger if previous_models else None)
+    previous_previous = tracker.alias_version("previous")
     tracker.set_alias("champion", str(version))
     if previous_alias and str(previous_alias["version"]) != str(version):
         tracker.set_alias("previous", str(previous_alias["version"]))
 
-    gateway = running_gateway()
-    if gateway and gateway.get("healthy"):
-        url = gateway["url"]
-        log(f"gateway running at {url}: hot-reloading {name}")
-        _reload(url, settings)
-    else:
-        log("no gateway running: starting one in the background")
-        url = start_background(settings, timeout_s=start_timeout_s)
-
     api_key = settings.client_api_key()
-    ok, detail, answer = smoke_test(url, api_key, name, smoke_prompt)
+    gateway = running_gateway()
+    url = gateway["url"] if gateway and gateway.get("healthy") else ""
+    try:
+        if url:
+            log(f"gateway running at {url}: hot-reloading {name}")
+            _reload(url, settings)
+        else:
+            log("no gateway running: starting one in the background")
+            url = start_background(settings, timeout_s=start_timeout_s)
+        ok, detail, answer = smoke_test(url, api_key, name, smoke_prompt)
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:
+        ok, detail, answer = False, f"loading {name} failed: {exc}", ""
     outcome = {"url": url, "model": name, "version": str(version), "api_key": api_key, "smoke_ok": ok,
                "smoke_detail": detail, "smoke_answer": answer, "rolled_back": False,
                "previous_version": previous_alias["version"] if previous_alias else None}
@@ -90,9 +93,14 @@ def deploy_model(
         tracker.set_alias("champion", str(previous_alias["version"]))
     else:
         tracker.delete_alias("champion")
-    try:
-        _reload(url, settings)
-    except (RuntimeError, httpx.HTTPError) as exc:
-        log(f"reload after rollback failed: {exc}")
+    if previous_previous:
+        tracker.set_alias("previous", str(previous_previous["version"]))
+    elif previous_alias:
+        tracker.delete_alias("previous")
+    if url:
+        try:
+            _reload(url, settings)
+        except (RuntimeError, httpx.HTTPError) as exc:
+            log(f"reload after rollback failed: {exc}")
     outcome["rolled_back"] = True
     return outcome

@@ -1,7 +1,11 @@
 """Command-line entry point for a training run, e.g. in a subprocess under ``accelerate launch``.
 
     python -m homegrown.training.entry --config run.json --result result.json
-    accelerate launch --num_processes 2 --cpu -m homegrown.training.entry --config run.json --result result.json
+    accelerate launch --multi_gpu --num_processes 2 -m homegrown.training.entry --config run.json --result result.json
+
+The second form also runs several CPU processes on a machine without CUDA: accelerate starts them with
+torchrun and, because training then runs with ``use_cpu``, they join a gloo process group.
+(``accelerate launch --cpu --num_processes N`` starts N processes only through an MPI hostfile.)
 
 ``run.json``::
 
