@@ -7,6 +7,7 @@ import dagster as dg
 
 from homegrown.tracking import StageRun, Tracker
 
+
 @contextlib.contextmanager
 def stage_run(context: dg.AssetExecutionContext, tracker: Tracker, stage: str) -> Iterator[StageRun]:
     tags = {"dagster.run_id": context.run_id, "dagster.asset_key": stage}

@@ -7,7 +7,12 @@ from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run
 from homegrown.data.ingest import load_interactions
-from homegrown.evaluation.evaluate import attach_logged_answers, evaluate_models, load_test_examples, privacy_material
+from homegrown.evaluation.evaluate import (
+    attach_logged_answers,
+    evaluate_models,
+    load_test_examples,
+    privacy_material,
+)
 from homegrown.evaluation.gate import GateConfig
 from homegrown.store import read_parquet
 from homegrown.training.base import embedded_gguf_path

@@ -6,6 +6,7 @@ from assets._lineage import mlflow_metadata, stage_run, table_preview
 from homegrown.data.ingest import ingest, load_quarantine
 from resources import InputResource, MlflowResource, StorageResource
 
+
 @dg.asset(group_name="data", kinds={"sqlite"})
 def raw_interactions(
     context: dg.AssetExecutionContext, store: StorageResource, mlflow: MlflowResource, input_logs: InputResource

@@ -10,6 +10,7 @@ from homegrown.training.chat import to_prompt_completion
 from homegrown.training.merge import max_logit_difference, merge_adapter
 from resources import MlflowResource, StorageResource
 
+
 class MergeConfig(dg.Config):
     logit_tolerance: float = Field(default=1e-3, description="Max |merged - (base+adapter)| logit difference.")
     check_prompts: int = Field(default=8, ge=1, description="Validation prompts the equivalence check uses.")

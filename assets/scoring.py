@@ -4,13 +4,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, model_validator
 
-from assets._lineage import mlflow_metadata, stage_run, table_preview
+from assets._lineage import mlflow_metadata, stage_run
 from homegrown.data.anonymise import find_pii
 from homegrown.data.curate import curate
 from homegrown.data.ingest import load_interactions
 from homegrown.data.quality import QualityPolicy
 from homegrown.store import read_parquet
 from resources import MlflowResource, StorageResource
+
 
 class ScoringConfig(dg.Config):
     """The quality policy; the defaults are the seeds' (page-builder score, hibachi filters)."""

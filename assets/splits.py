@@ -16,6 +16,7 @@ from homegrown.data.splits import (
 from homegrown.store import read_parquet
 from resources import MlflowResource, StorageResource
 
+
 class SplitConfig(dg.Config):
     train: float = Field(default=0.8, gt=0, lt=1, description="Share of conversations in train.")
     validation: float = Field(default=0.1, gt=0, lt=1, description="Share in validation (early stopping).")

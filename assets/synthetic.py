@@ -7,6 +7,7 @@ from assets._lineage import mlflow_metadata, stage_run, table_preview
 from homegrown.data.synthetic import generate_synthetic
 from resources import MlflowResource, StorageResource, TeacherResource
 
+
 class SyntheticConfig(dg.Config):
     per_fact: int = Field(default=3, ge=0, le=50, description="Examples per knowledge fact; more adds coverage.")
     seed: int = Field(default=0, description="Seed of the phrasing choices, so a rerun gives the same rows.")

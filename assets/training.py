@@ -10,6 +10,7 @@ from homegrown.versioning import code_version
 from resources import MlflowResource, StorageResource
 from resources.compute import TrainingCompute
 
+
 class LoraTrainingConfig(dg.Config):
     """Fine-tuning settings; defaults are the seeds' recipe (r=16, alpha=32, dropout 0.05, q/k/v/o)."""
 

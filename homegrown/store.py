@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class ArtifactStore:
 
     def record_latest(self, stage: str, info: dict[str, Any]) -> Path:
         """Atomically point ``stage`` at its newest successful output."""
-        info = {**info, "recorded_at": datetime.now(timezone.utc).isoformat()}
+        info = {**info, "recorded_at": datetime.now(UTC).isoformat()}
         latest = self.root / "latest"
         latest.mkdir(parents=True, exist_ok=True)
         target = latest / f"{stage}.json"

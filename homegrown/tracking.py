@@ -57,7 +57,7 @@ class Tracker:
         return client.create_experiment(self.experiment, artifact_location=artifact_location)
 
     @contextlib.contextmanager
-    def stage_run(self, stage: str, tags: dict[str, str] | None = None) -> Iterator["StageRun"]:
+    def stage_run(self, stage: str, tags: dict[str, str] | None = None) -> Iterator[StageRun]:
         """An MLflow run for one stage materialisation, tagged with the stage (and the caller's tags)."""
         import mlflow
 

@@ -13,8 +13,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -73,17 +74,15 @@ class TrainingCompute(dg.ConfigurableResource):
         return json.loads(result_path.read_text())
 
     def _run_accelerate(self, context: dg.AssetExecutionContext, extras: dict[str, Any]) -> None:
-        import torch
-
         accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
         command = [accelerate, "launch", "--num_processes", str(self.num_processes)]
         if self.accelerate_config:
             command += ["--config_file", self.accelerate_config]
-        if not torch.cuda.is_available():
-            command += ["--cpu", "--num_machines", "1", "--machine_rank", "0", "--main_process_port",
-                        str(_free_port())]
-        elif self.num_processes > 1:
-            command += ["--multi_gpu"]
+        if self.num_processes > 1:
+            # --multi_gpu starts the processes through torchrun; on a CPU-only machine the trainer runs with
+            # use_cpu and they form a gloo group (accelerate's --cpu alone starts a single process).
+            command += ["--multi_gpu", "--num_machines", "1", "--machine_rank", "0",
+                        "--main_process_port", str(_free_port())]
         command += ["-m", "resources.train_entry"]
         env = {**os.environ, "HOMEGROWN_TRAIN_EXTRAS": json.dumps(extras), "PYTHONPATH": _project_path()}
         client = dg.PipesSubprocessClient(cwd=_project_path())

@@ -22,32 +22,6 @@ import torch
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
 
-def _tiny_base(folder: Path) -> Path:
-    """A 2-layer Llama with the SmolLM2 tokenizer and chat template (read from the embedded GGUF)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from homegrown.training.base import embedded_gguf_path
-
-    gguf = embedded_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _rows(n: int, seed: int) -> list[dict]:
     rnd = random.Random(seed)
     rows = []
@@ -71,8 +45,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU (gloo) multi-process path")
-def test_two_cpu_processes_train_and_only_rank0_writes(tmp_path):
-    base = _tiny_base(tmp_path / "tiny-base")
+def test_two_cpu_processes_train_and_only_rank0_writes(tmp_path, tiny_llama_dir):
+    base = tiny_llama_dir
     out = tmp_path / "run"
     run = {
         "train_jsonl": str(_write_jsonl(tmp_path / "train.jsonl", _rows(24, 0))),

@@ -41,7 +41,7 @@ def _scored(store: ArtifactStore, ids: list[str], version: str) -> None:
 
 
 def test_sensor_skips_then_requests_a_retrain_once(hg_home, monkeypatch):
-    import pipelines.sensors as sensors
+    from pipelines import sensors
 
     monkeypatch.setattr(sensors, "MIN_NEW_EXAMPLES", 3)
     instance = dg.DagsterInstance.ephemeral()

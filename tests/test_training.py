@@ -101,29 +101,9 @@ def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_base_dir(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
+def tiny_base_dir(tiny_llama_dir) -> Path:
     """A randomly initialised 2-layer Llama with the SmolLM2 vocabulary, saved like a base model folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    folder = tmp_path_factory.mktemp("tiny-base")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_llama_dir
 
 
 @pytest.fixture
@@ -511,7 +491,7 @@ def test_embedded_smollm2_end_to_end(tmp_path):
     train_path = write_jsonl(tmp_path / "train.jsonl", make_rows(40, 0))
     val_path = write_jsonl(tmp_path / "val.jsonl", make_rows(6, 1))
     cfg = TrainConfig(
-        max_steps=4,
+        max_steps=6,
         per_device_batch_size=4,
         gradient_accumulation=1,
         logging_steps=1,
@@ -519,8 +499,12 @@ def test_embedded_smollm2_end_to_end(tmp_path):
     )
     result = train(cfg, train_path, val_path, base, tmp_path / "run")
     print("smollm2 metrics:", json.dumps(result.metrics))
-    assert result.metrics["last_loss"] < result.metrics["first_loss"]
     assert result.metrics["tokens_per_s"] > 0
+    # Single-row losses are noisy at batch size 4; the validation loss against the untrained base is not.
+    untrained = build_trainer(cfg, base, read_split(train_path), read_split(val_path), tmp_path / "base-eval")
+    base_eval_loss = untrained.evaluate()["eval_loss"]
+    print("smollm2 validation loss: base", base_eval_loss, "-> adapter", result.metrics["eval_loss"])
+    assert result.metrics["eval_loss"] < base_eval_loss
 
     merged = merge_adapter(base.path, result.adapter_dir, tmp_path / "merged", {"name": "smoke"})
     diff = max_logit_difference(base.path, result.adapter_dir, merged, ["How much is the lobster?"])

@@ -98,12 +98,12 @@ def curate(
     timings["dedup_s"] = time.perf_counter() - t2
 
     stats = {
-        "interactions": int(len(interactions)),
-        "synthetic": int(len(synth)),
-        "opted_out": int(len(removed)),
+        "interactions": len(interactions),
+        "synthetic": len(synth),
+        "opted_out": len(removed),
         "kept": int(table["keep"].sum()) if len(table) else 0,
         "dropped": int((~table["keep"]).sum()) if len(table) else 0,
-        "duplicates": int(len(duplicates)),
+        "duplicates": len(duplicates),
         **timings,
     }
     return CurateResult(table=table, stats=stats)

@@ -295,6 +295,14 @@ class Gateway:
             "metadata": metadata,
         }
 
+    def record_failure(self, ctx: RequestContext, body: ChatCompletionRequest, exc: GatewayError) -> None:
+        """Log a request that no backend could answer (stored with status ``error``, never exported)."""
+        record = self.build_record(
+            ctx, body, role=None, backend=None, text=None, tool_calls=None, finish_reason=None, prompt_tokens=0,
+            completion_tokens=0, fallbacks=[], unusable=None, error=exc.body.error.message,
+        )
+        self.record_outcome(record, "error")
+
     def record_outcome(self, record: dict[str, Any], status: str) -> None:
         meta = record["metadata"]
         route = meta["route"] or "none"
@@ -464,21 +472,7 @@ def chat_completions(
     try:
         answer = gateway.answer(pool, body, decision, ctx.max_tokens_requested)
     except GatewayError as exc:
-        record = gateway.build_record(
-            ctx,
-            body,
-            role=None,
-            backend=None,
-            text=None,
-            tool_calls=None,
-            finish_reason=None,
-            prompt_tokens=0,
-            completion_tokens=0,
-            fallbacks=[],
-            unusable=None,
-            error=exc.body.error.message,
-        )
-        gateway.record_outcome(record, "error")
+        gateway.record_failure(ctx, body, exc)
         raise
     completion = answer.completion
     finish_reason = "tool_calls" if completion.tool_calls else completion.finish_reason
@@ -531,21 +525,7 @@ def _stream_answer(
     try:
         role, lease, chunks, first, fallbacks = gateway.open_stream(pool, body, ctx.decision)
     except GatewayError as exc:
-        record = gateway.build_record(
-            ctx,
-            body,
-            role=None,
-            backend=None,
-            text=None,
-            tool_calls=None,
-            finish_reason=None,
-            prompt_tokens=0,
-            completion_tokens=0,
-            fallbacks=[],
-            unusable=None,
-            error=exc.body.error.message,
-        )
-        gateway.record_outcome(record, "error")
+        gateway.record_failure(ctx, body, exc)
         raise
     backend = lease.backend
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
