@@ -10,7 +10,7 @@ from homegrown.tracking import StageRun, Tracker
 
 @contextlib.contextmanager
 def stage_run(context: dg.AssetExecutionContext, tracker: Tracker, stage: str) -> Iterator[StageRun]:
-    tags = {"dagster.run_id": context.run_id, "dagster.asset_key": stage}
+    tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": stage}
     with tracker.stage_run(stage, tags=tags) as run:
         yield run
 

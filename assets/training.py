@@ -92,7 +92,7 @@ def lora_adapter(
         run.log_artifact(result["adapter_dir"], artifact_path="adapter")
         tags = {
             "dataset_version": splits["version"],
-            "dagster_run_id": context.run_id,
+            "dagster_run_id": context.run.run_id,
             "code_version": code_version(),
             "base_model": base.name,
             "base_model_source": base.source,

@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,7 +93,12 @@ CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
     "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+LORA = {
+    "r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
 
 
 def missing_packages(arms: list[str]) -> list[str]:
@@ -111,7 +117,9 @@ def byte_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     tokenizer.chat_template = CHATML
     return tokenizer
 
@@ -134,19 +142,25 @@ def synthetic_rows(tokenizer: Any, n: int, min_len: int, max_len: int, seed: int
             size += len(word) + 1
         return " ".join(words)[:chars]
 
-    empty = [{"role": "system", "content": ""}, {"role": "user", "content": ""}, {"role": "assistant", "content": ""}]
+    empty = [
+        {"role": "system", "content": ""},
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": ""},
+    ]
     overhead = len(tokenizer.apply_chat_template(empty, tokenize=True, return_dict=True)["input_ids"])
     rows = []
     for _ in range(n):
         body = rng.randint(min_len, max_len) - overhead
         prompt = body // 3
-        rows.append({
-            "messages": [
-                {"role": "system", "content": text(prompt // 4)},
-                {"role": "user", "content": text(prompt - prompt // 4)},
-                {"role": "assistant", "content": text(body - prompt)},
-            ]
-        })
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": text(prompt // 4)},
+                    {"role": "user", "content": text(prompt - prompt // 4)},
+                    {"role": "assistant", "content": text(body - prompt)},
+                ]
+            }
+        )
     return rows
 
 
@@ -192,8 +206,13 @@ def _prepare(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
     model = random_model(spec, tokenizer)
-    model.save_pretrained(spec["model_dir"])
-    tokenizer.save_pretrained(spec["model_dir"])
+    # Written aside and renamed, so that a folder that exists is complete (a later run reuses it).
+    target = Path(spec["model_dir"])
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    os.replace(partial, target)
     return {"seconds": round(time.perf_counter() - started, 1), "parameters": model.num_parameters()}
 
 
@@ -277,7 +296,12 @@ def _run_child(mode: str, spec: dict[str, Any], timeout: float) -> dict[str, Any
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HOMEGROWN_HOME": str(work / "home")}
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", mode, "--spec", str(spec_path), "--result", str(result_path)],
-        env=env, timeout=timeout, capture_output=True, text=True, cwd=PROJECT_ROOT,
+        env=env,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -325,22 +349,32 @@ def render(payload: dict[str, Any]) -> str:
     v = env["versions"]
     shape = setup["shape"]
     lines = [
-        "# Training benchmark (GPU)" + (" — dry run on the CPU, tiny model" if env["device"] != "cuda" else ""),
+        "# Training benchmark (GPU)"
+        + (" — dry run on the CPU, tiny model" if env["device"] != "cuda" else ""),
         "",
-        f"- Device: {env['gpu']}" + (f", {env['gpu_memory_gib']} GiB, CUDA {env['cuda']}" if "cuda" in env else ""),
+        f"- Device: {env['gpu']}"
+        + (f", {env['gpu_memory_gib']} GiB, CUDA {env['cuda']}" if "cuda" in env else ""),
         f"- Date: {env['date']}; Python {env['python']}; "
         + ", ".join(f"{k} {val}" for k, val in v.items() if val),
-        f"- Model: Llama shape with random weights: hidden {shape['hidden_size']}, {shape['num_hidden_layers']} "
-        f"layers, {shape['num_attention_heads']} heads, {shape['num_key_value_heads']} KV heads, intermediate "
-        f"{shape['intermediate_size']}, vocab {shape['vocab_size']}. LoRA r=16, alpha=32, dropout 0.05 on q/k/v/o.",
-        f"- Data: {setup['rows']} synthetic chat rows of {setup['min_len']}–{setup['seq_len']} tokens "
-        f"(byte-level tokenizer, loss on the answer), batch {setup['batch_size']}, {setup['warmup']} warm-up + "
-        f"{setup['steps']} timed optimizer steps, one pass over the rows in every arm.",
-        "- Useful tokens/s: real (attention-mask) tokens of the timed steps / their wall time. Peak memory: "
-        "`torch.cuda.max_memory_allocated` (reserved in brackets) of the arm's own process, load included.",
+        (
+            f"- Model: Llama shape with random weights: hidden {shape['hidden_size']}, {shape['num_hidden_layers']} "
+            f"layers, {shape['num_attention_heads']} heads, {shape['num_key_value_heads']} KV heads, intermediate "
+            f"{shape['intermediate_size']}, vocab {shape['vocab_size']}. LoRA r=16, alpha=32, dropout 0.05 on q/k/v/o."
+        ),
+        (
+            f"- Data: {setup['rows']} synthetic chat rows of {setup['min_len']}–{setup['seq_len']} tokens "
+            f"(byte-level tokenizer, loss on the answer), batch {setup['batch_size']}, {setup['warmup']} warm-up + "
+            f"{setup['steps']} timed optimizer steps, one pass over the rows in every arm."
+        ),
+        (
+            "- Useful tokens/s: real (attention-mask) tokens of the timed steps / their wall time. Peak memory: "
+            "`torch.cuda.max_memory_allocated` (reserved in brackets) of the arm's own process, load included."
+        ),
         "",
-        "| arm | precision | batching | s/step | useful tokens/s | peak allocated GiB (reserved) | padding share "
-        "| loss first → last | arm wall s |",
+        (
+            "| arm | precision | batching | s/step | useful tokens/s | peak allocated GiB (reserved) | padding share "
+            "| loss first → last | arm wall s |"
+        ),
         "|---|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for name in ARMS:
@@ -371,7 +405,9 @@ def render(payload: dict[str, Any]) -> str:
         verdict = "meets" if peak < QLORA_TARGET_GIB else "misses"
         notes.append(f"QLoRA peak {peak:.1f} GiB: {verdict} the < {QLORA_TARGET_GIB:.0f} GiB target.")
     if "prepare_seconds" in setup:
-        notes.append(f"Writing the random model folder for the homegrown arms took {setup['prepare_seconds']} s.")
+        notes.append(
+            f"Writing the random model folder for the homegrown arms took {setup['prepare_seconds']} s."
+        )
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
@@ -396,11 +432,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per arm (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="optimizer steps left out of the timing (default 2)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="optimizer steps left out of the timing (default 2)"
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="rows per optimizer step (default 4)")
-    parser.add_argument("--seq-len", type=int, default=2048, help="longest row and max_seq_length (default 2048)")
+    parser.add_argument(
+        "--seq-len", type=int, default=2048, help="longest row and max_seq_length (default 2048)"
+    )
     parser.add_argument("--min-len", type=int, default=512, help="shortest row in tokens (default 512)")
-    parser.add_argument("--batching", default="group_by_length", help="TrainConfig.batching of the homegrown arms")
+    parser.add_argument(
+        "--batching", default="group_by_length", help="TrainConfig.batching of the homegrown arms"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1500, help="seconds per subprocess (default 1500)")
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a temp dir, removed afterwards")
@@ -484,7 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     if {"homegrown", "qlora"} & set(arms) and not (work / "model" / "config.json").is_file():
         prepared = _run_child("prepare", setup, args.timeout)
         setup["prepare_seconds"] = prepared["seconds"]
-        print(f"model folder written in {prepared['seconds']} s ({prepared['parameters']:,} parameters)", flush=True)
+        print(
+            f"model folder written in {prepared['seconds']} s ({prepared['parameters']:,} parameters)",
+            flush=True,
+        )
     for arm in arms:
         if arm == "qlora" and device != "cuda":
             from homegrown.training.sft import TrainConfig
@@ -505,7 +550,11 @@ def main(argv: list[str] | None = None) -> int:
         memory = r.get("max_memory_allocated_gib")
         print(
             f"{arm}: {r['tokens_per_s']:.0f} useful tokens/s, {r['s_per_step']:.2f} s/step"
-            + (f", peak {memory:.1f} GiB" if memory is not None else f", peak RSS {r['peak_rss_mib']:.0f} MiB"),
+            + (
+                f", peak {memory:.1f} GiB"
+                if memory is not None
+                else f", peak RSS {r['peak_rss_mib']:.0f} MiB"
+            ),
             flush=True,
         )
 
@@ -518,10 +567,12 @@ def main(argv: list[str] | None = None) -> int:
         args.json_out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     print(page)
     if args.work_dir is None:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
-    return 0 if all("error" not in r for name, r in results.items() if not (name == "qlora" and device != "cuda")) else 1
+    return (
+        0
+        if all("error" not in r for name, r in results.items() if not (name == "qlora" and device != "cuda"))
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def status() -> dict[str, Any]:
     return out
 
 
-def run_pipeline(selection: str, run_config: str | None = None) -> None:
+def run_pipeline(selection: str, run_config: str | None = None, raise_on_error: bool = True):
     """Materialise ``selection`` (a Dagster asset selection string) into the project's Dagster instance."""
     prepare_dagster_home()
     import dagster as dg
@@ -95,27 +95,49 @@ def run_pipeline(selection: str, run_config: str | None = None) -> None:
         config = {**config, "ops": {op: cfg for op, cfg in config["ops"].items() if op in selected}}
     assets = list(defs.assets)
     result = dg.materialize(assets, selection=selection, resources=defs.resources, run_config=config,
-                            instance=dg.DagsterInstance.get(), raise_on_error=True)
-    if not result.success:
+                            instance=dg.DagsterInstance.get(), raise_on_error=raise_on_error)
+    if raise_on_error and not result.success:
         raise SystemExit("the pipeline run failed; see the Dagster run log")
+    return result
 
 
-def ask_endpoint(url: str, api_key: str, model: str | None, question: str) -> str:
+def ask_endpoint(url: str, api_key: str, model: str | None, question: str) -> tuple[str, str]:
     """One question through the real ``openai`` client, the way the business's app would ask it."""
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{url.rstrip('/')}/v1", api_key=api_key, timeout=120, max_retries=1)
     response = client.chat.completions.create(model=model or "champion", max_tokens=128, temperature=0,
                                               messages=[{"role": "user", "content": question}])
-    return response.choices[0].message.content or ""
+    return response.model, response.choices[0].message.content or ""
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run_pipeline(args.select, args.config)
+    import dagster as dg
+
+    result = run_pipeline(args.select, args.config, raise_on_error=False)
+    failed_steps = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    failed_checks = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
     info = status()
+    if failed_steps:
+        print(f"\nstopped at {', '.join(failed_steps)}" +
+              (f" (blocking checks failed: {', '.join(failed_checks)})" if failed_checks else ""))
+        if "eval_report" in failed_steps and "eval" not in info:
+            raise SystemExit("the evaluation failed; see the Dagster run log")
+        if failed_steps != ["eval_report"]:
+            raise SystemExit("the pipeline failed before the promotion gate; see the Dagster run log above")
     endpoint = info.get("endpoint")
+    if not endpoint or not endpoint.get("healthy"):
+        # The candidate was not promoted: the gateway still serves, with the current champion (or, before
+        # any promotion, the base model), which is what the business's app would be talking to.
+        from homegrown.gateway.server import start_background
+        from homegrown.gateway.settings import GatewaySettings
+
+        print("the candidate was not promoted; starting the gateway with the current champion (or the base model)")
+        start_background(GatewaySettings(), timeout_s=180)
+        info = status()
+        endpoint = info.get("endpoint")
     print("\n== homegrown demo ==")
     print(json.dumps({k: v for k, v in info.items() if k in ("dataset", "model")}, indent=2))
     if "eval" in info:
@@ -128,9 +150,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("  promoted:", info["eval"]["promoted"], "" if info["eval"]["promoted"] else info["eval"]["gate_failures"])
     if endpoint and endpoint.get("url"):
         for question in args.ask:
-            answer = ask_endpoint(endpoint["url"], endpoint["api_key"], endpoint.get("model"), question)
-            print(f"\nQ: {question}\nA ({endpoint.get('model')}): {answer}")
-        print(f"\nendpoint:   {endpoint['url']}/v1  (model {endpoint.get('model')}, api key {endpoint['api_key']})")
+            model, answer = ask_endpoint(endpoint["url"], endpoint["api_key"], endpoint.get("model"), question)
+            print(f"\nQ: {question}\nA ({model}): {answer}")
+        print(f"\nendpoint:   {endpoint['url']}/v1  (api key {endpoint['api_key']})")
     print("Dagster UI: `make ui` (or `homegrown ui`), then http://127.0.0.1:3000")
     print("MLflow UI:  `make mlflow-ui`, then http://127.0.0.1:5000")
     print(f"finished in {time.perf_counter() - started:.0f} s")
