@@ -52,6 +52,11 @@ from homegrown.gateway.settings import FALLBACK, GatewaySettings
 log = logging.getLogger(__name__)
 
 
+def _no_backend(fallbacks: list[str]) -> GatewayError:
+    return GatewayError(502, "no backend could answer: " + "; ".join(fallbacks or ["none available"]),
+                        type_="api_error", code="backend_unavailable")
+
+
 class GatewayError(Exception):
     """An error answered to the client in OpenAI's shape."""
 
@@ -193,12 +198,7 @@ class Gateway:
             return Answer(role, backend, completion, unusable, fallbacks)
         if isinstance(last_error, PromptTooLong) and len(fallbacks) == 1:
             raise GatewayError(400, str(last_error), code="context_length_exceeded", param="messages")
-        raise GatewayError(
-            502,
-            "no backend could answer: " + "; ".join(fallbacks or ["none available"]),
-            type_="api_error",
-            code="backend_unavailable",
-        )
+        raise _no_backend(fallbacks)
 
     def open_stream(
         self, pool: BackendPool, body: ChatCompletionRequest, decision: RouteDecision
@@ -228,12 +228,7 @@ class Gateway:
                 lease.release()
                 raise
             return role, lease, chunks, first, fallbacks
-        raise GatewayError(
-            502,
-            "no backend could answer: " + "; ".join(fallbacks or ["none available"]),
-            type_="api_error",
-            code="backend_unavailable",
-        )
+        raise _no_backend(fallbacks)
 
     # -- the log ---------------------------------------------------------------------------------------
 
