@@ -128,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if failed_steps != ["eval_report"]:
             raise SystemExit("the pipeline failed before the promotion gate; see the Dagster run log above")
     endpoint = info.get("endpoint")
-    if not endpoint or not endpoint.get("healthy"):
+    if failed_steps == ["eval_report"] and (not endpoint or not endpoint.get("healthy")):
         # The candidate was not promoted: the gateway still serves, with the current champion (or, before
         # any promotion, the base model), which is what the business's app would be talking to.
         from homegrown.gateway.server import start_background
