@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import jsonschema
 import openai
 import pytest
 import uvicorn
@@ -396,6 +397,13 @@ def test_requests_without_a_valid_key_get_401(gateway, key):
             "messages",
         ),
         ("{not json", None),
+        ({"model": "homegrown", "messages": QUESTION, "response_format": {"type": "yaml"}}, "response_format"),
+        ({"model": "homegrown", "messages": QUESTION, "response_format": {"type": "json_schema"}}, "response_format"),
+        (
+            {"model": "homegrown", "messages": QUESTION,
+             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 7}}}},
+            "response_format",
+        ),
     ],
 )
 def test_bad_requests_get_400_in_openai_shape(gateway, body, param):
@@ -408,6 +416,27 @@ def test_bad_requests_get_400_in_openai_shape(gateway, body, param):
     assert error["type"] == "invalid_request_error" and error["message"]
     if param is not None:
         assert error["param"] == param
+
+
+@pytest.mark.slow
+def test_json_schema_response_format_constrains_the_local_model(gateway):
+    """The base model left alone answers prose; asked for a schema it answers JSON that follows it."""
+    url, store, _ = gateway
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 40}, "price": {"type": "integer"}},
+        "required": ["answer", "price"],
+        "additionalProperties": False,
+    }
+    result = client(url).chat.completions.create(
+        model="homegrown", messages=QUESTION, max_tokens=60, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "quote", "schema": schema}},
+    )
+    body = json.loads(result.choices[0].message.content)
+    jsonschema.validate(body, schema)
+    free = client(url).chat.completions.create(model="homegrown", messages=QUESTION, max_tokens=12, temperature=0)
+    assert not free.choices[0].message.content.lstrip().startswith("{")
+    assert store.get_interaction(result.id)["messages"][-1]["content"] == result.choices[0].message.content
 
 
 @pytest.mark.slow

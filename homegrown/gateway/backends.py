@@ -27,6 +27,7 @@ from homegrown.gateway.settings import (
     ModelSpec,
     read_models_file,
 )
+from homegrown.training.llama_cpp_util import grammar_for_response_format
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,11 @@ class LlamaCppBackend:
                 f"{self.name}: the prompt has {len(tokens)} tokens; the context window is {self.n_ctx}"
             )
         max_tokens = min(request.requested_max_tokens() or room, room)
+        try:
+            grammar = grammar_for_response_format(
+                request.response_format.to_openai() if request.response_format else None)
+        except ValueError as exc:
+            raise BackendError(f"{self.name}: {exc}") from exc
         generator = self._llm.create_completion(
             prompt=tokens,
             max_tokens=max_tokens,
@@ -202,6 +208,7 @@ class LlamaCppBackend:
             seed=request.seed,
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
+            grammar=grammar,
             stream=True,
         )
         produced = 0
@@ -285,6 +292,7 @@ class OpenAICompatibleBackend:
             "frequency_penalty": request.frequency_penalty,
             "tools": request.tools,
             "tool_choice": request.tool_choice,
+            "response_format": request.response_format.to_openai() if request.response_format else None,
         }
         args.update({key: value for key, value in optional.items() if value is not None})
         return args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -112,6 +113,43 @@ def load_llama(
         return Llama(**kwargs)
     with _extra_buffer_types_disabled():
         return Llama(**kwargs)
+
+
+def grammar_for_response_format(response_format: dict[str, Any] | None) -> Any | None:
+    """The llama.cpp grammar an OpenAI ``response_format`` asks for, or None for plain text.
+
+    ``{"type": "json_object"}`` constrains decoding to any JSON object; ``{"type": "json_schema",
+    "json_schema": {"schema": {...}}}`` (or llama-cpp-python's ``{"type": "json_object", "schema": {...}}``)
+    to that schema's structure. llama.cpp's converter covers types, required and optional properties,
+    enums, ``$ref``/``$defs``, ``oneOf``/``anyOf`` and string patterns; what it cannot express (``if``/
+    ``then`` and most numeric bounds) is still checked after generation by whoever validates the answer.
+    Raises ValueError for an unknown type or a schema the converter rejects.
+    """
+    if not response_format or response_format.get("type", "text") == "text":
+        return None
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ValueError("response_format json_schema needs json_schema.schema (an object)")
+    elif kind == "json_object":
+        schema = response_format.get("schema")
+    else:
+        raise ValueError(f"response_format type must be text, json_object or json_schema, got {kind!r}")
+    return _grammar(json.dumps(schema, sort_keys=True) if schema is not None else None)
+
+
+@lru_cache(maxsize=32)
+def _grammar(schema_json: str | None) -> Any:
+    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    try:
+        if schema_json is None:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    except Exception as exc:  # the converter raises plain Exceptions for unsupported constructs
+        raise ValueError(f"cannot turn the response_format schema into a grammar: {exc}") from exc
 
 
 def read_metadata(gguf_path: Path | str) -> dict[str, Any]:
