@@ -29,7 +29,15 @@ from homegrown.evaluation.metrics import (
     token_f1,
     tool_call_metrics,
 )
-from homegrown.evaluation.runner import Answer, latency_summary, load_backend, render_prompt, run_model
+from homegrown.evaluation.runner import (
+    Answer,
+    answer_budget,
+    latency_summary,
+    load_backend,
+    render_prompt,
+    response_format_for,
+    run_model,
+)
 
 KNOWLEDGE_PATH = Path(__file__).resolve().parent.parent / "homegrown" / "demo" / "knowledge.json"
 TOOLS = json.loads((KNOWLEDGE_PATH.parent / "tools.json").read_text())
@@ -452,3 +460,44 @@ def test_run_model_against_an_openai_compatible_endpoint(openai_compatible_serve
     run_model(url, SPLIT[:1], api_key="given-key")
     assert requests[-1]["authorization"] == "Bearer given-key"
     assert requests[-1]["body"]["model"] == "default"
+    assert "response_format" not in requests[-1]["body"]
+
+
+def test_page_tasks_ask_the_endpoint_for_the_page_schema(openai_compatible_server):
+    url, requests = openai_compatible_server
+    run_model(url, SPLIT[2:3])
+    sent = requests[-1]["body"]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "page"
+    assert sent["json_schema"]["schema"]["required"] == ["version", "metadata", "sections"]
+    assert response_format_for(SPLIT[0]) is None and response_format_for(SPLIT[3]) is None
+
+
+@pytest.mark.parametrize(("answer", "cap", "expected"), [
+    ("Adults are $60 per person.", 768, 48 + 13),
+    ("x" * 2000, 768, 768),
+    ("x" * 2000, 300, 300),
+    ("", 768, 48),
+    ("x" * 100, 10, 10),
+])
+def test_answer_budget_follows_the_reference_length(answer, cap, expected):
+    assert answer_budget(_example("faq", answer, "q?"), cap) == expected
+
+
+def test_answer_budget_counts_a_reference_tool_call():
+    assert answer_budget(SPLIT[3], 768) > answer_budget(_example("faq", "", "q?"), 768)
+
+
+def test_paired_differences_match_examples_by_id(knowledge):
+    from homegrown.evaluation.evaluate import paired_differences
+
+    faq = SPLIT[:2]
+    right = evaluate_answers(faq, [e["messages"][-1]["content"] for e in faq], knowledge, n_boot=50)
+    wrong = evaluate_answers(faq, ["Adults are $70.", "Yes, wagyu at $80."], knowledge, n_boot=50)
+    diffs = paired_differences(wrong, right, ("fact_accuracy", "hallucination_rate", "json_validity"))
+    assert set(diffs) == {"fact_accuracy", "hallucination_rate"}  # no page task: json_validity measured by neither
+    mean, lo, hi = diffs["fact_accuracy"]
+    expected = wrong.headline()["fact_accuracy"] - right.headline()["fact_accuracy"]
+    assert expected < -0.5 and mean == pytest.approx(expected) and lo <= mean <= hi
+    assert diffs["hallucination_rate"][0] == pytest.approx(1.0)
+    reordered = evaluate_answers(faq[::-1], ["Yes, wagyu at $80.", "Adults are $70."], knowledge, n_boot=50)
+    assert paired_differences(reordered, right, ("fact_accuracy",))["fact_accuracy"][0] == pytest.approx(expected)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from homegrown.evaluation.facts import KnowledgeFacts
 from homegrown.evaluation.gate import GateConfig, GateDecision, privacy_probe, promotion_decision
-from homegrown.evaluation.metrics import EvalResult, evaluate_answers
+from homegrown.evaluation.metrics import EvalResult, evaluate_answers, paired_bootstrap_diff
 from homegrown.evaluation.report import write_report
 from homegrown.evaluation.runner import INCUMBENT, INCUMBENT_KEY, chat_fn, latency_summary, run_model
 
@@ -82,7 +82,7 @@ def evaluate_models(
     opted_out_texts: list[str] | None = None,
     loss_history: list[dict] | None = None,
     score_distribution: list[float] | None = None,
-    max_tokens: int = 256,
+    max_tokens: int = 768,
     api_key: str | None = None,
 ) -> EvalOutcome:
     """Answer ``examples`` with every model in ``models`` (name -> spec), score, gate and report.
@@ -120,8 +120,10 @@ def evaluate_models(
     decision = None
     if candidate and base and candidate in headlines and base in headlines:
         config = gate_config or GateConfig(require_privacy_probe=bool(pii_strings or opted_out_texts))
+        diffs = (paired_differences(results[candidate], results[champion], config.champion_metrics)
+                 if champion and champion in results else None)
         decision = promotion_decision(headlines[candidate], headlines[base],
-                                      headlines.get(champion) if champion else None, config)
+                                      headlines.get(champion) if champion else None, config, diffs)
 
     extras: dict[str, Any] = {}
     if loss_history:
@@ -137,6 +139,22 @@ def evaluate_models(
          "privacy": {"prompts": len(probe.get("prompts", [])), "leaks": len(probe.get("leaks", []))}},
         indent=2, default=str))
     return EvalOutcome(results=results, headlines=headlines, decision=decision, report=report, privacy=probe)
+
+
+def paired_differences(
+    candidate: EvalResult, champion: EvalResult, metrics: tuple[str, ...] | list[str],
+) -> dict[str, tuple[float, float, float]]:
+    """Per metric, the paired bootstrap ``(mean, lo, hi)`` of candidate minus champion over the examples
+    both answered (matched by ``example_id``); metrics neither measured are left out."""
+    theirs = {row["example_id"]: row for row in champion.rows}
+    out: dict[str, tuple[float, float, float]] = {}
+    for metric in metrics:
+        pairs = [(row.get(metric), theirs[row["example_id"]].get(metric))
+                 for row in candidate.rows if row["example_id"] in theirs]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        if pairs:
+            out[metric] = paired_bootstrap_diff([a for a, _ in pairs], [b for _, b in pairs])
+    return out
 
 
 def privacy_material(interactions: pd.DataFrame, opted_out_orgs: set[str], limit: int = 40) -> tuple[list[str], list[str]]:

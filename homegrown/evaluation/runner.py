@@ -19,12 +19,13 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from homegrown.evaluation.metrics import example_tools
+from homegrown.evaluation.metrics import example_tools, reference_message, task_kind
 
 INCUMBENT = "incumbent"
 INCUMBENT_KEY = "logged_answer"
@@ -40,7 +41,8 @@ class Answer:
 
 
 class Backend(Protocol):
-    def generate(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer: ...
+    def generate(self, messages: list[dict[str, Any]], max_tokens: int,
+                 response_format: dict[str, Any] | None = None) -> Answer: ...
 
     def close(self) -> None: ...
 
@@ -79,10 +81,14 @@ class GGUFBackend:
 
         self.llm = load_llama(path, n_ctx=n_ctx, n_threads=n_threads)
 
-    def generate(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
+    def generate(self, messages: list[dict[str, Any]], max_tokens: int,
+                 response_format: dict[str, Any] | None = None) -> Answer:
+        from homegrown.training.llama_cpp_util import grammar_for_response_format
+
         start = time.perf_counter()
         response = self.llm.create_chat_completion(
             messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, seed=0,
+            grammar=grammar_for_response_format(response_format),
         )
         latency = time.perf_counter() - start
         text = response["choices"][0]["message"].get("content") or ""
@@ -107,7 +113,10 @@ class HFBackend:
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(self.device)
         self.model.eval()
 
-    def generate(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
+    def generate(self, messages: list[dict[str, Any]], max_tokens: int,
+                 response_format: dict[str, Any] | None = None) -> Answer:
+        # transformers has no grammar-constrained decoding: ``response_format`` is not applied here, so a
+        # float model folder's JSON validity is its unconstrained one (the served GGUF's is constrained).
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
         start = time.perf_counter()
@@ -139,10 +148,12 @@ class EndpointBackend:
         # Local OpenAI-compatible servers accept any key; the client insists on having one.
         self.client = OpenAI(base_url=base_url, api_key=key or "not-needed", timeout=timeout_s, max_retries=2)
 
-    def generate(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
+    def generate(self, messages: list[dict[str, Any]], max_tokens: int,
+                 response_format: dict[str, Any] | None = None) -> Answer:
         start = time.perf_counter()
+        extra = {"response_format": response_format} if response_format else {}
         response = self.client.chat.completions.create(
-            model=self.model, messages=messages, max_tokens=max_tokens, temperature=0.0,
+            model=self.model, messages=messages, max_tokens=max_tokens, temperature=0.0, **extra,
         )
         latency = time.perf_counter() - start
         message = response.choices[0].message
@@ -180,14 +191,45 @@ def load_backend(spec: str, api_key: str | None = None) -> Backend:
         f"URL of an OpenAI-compatible API, or {INCUMBENT!r}")
 
 
+def answer_budget(example: dict[str, Any], max_tokens: int) -> int:
+    """How many tokens a model may generate for ``example``: room for twice the reference answer (about
+    three characters a token, so ``len // 2`` is ~1.5x its tokens) plus 48, never more than ``max_tokens``.
+
+    Every model gets the same budget per example, so the comparison stays fair, and a model that rambles
+    past the answer it should give stops there instead of costing the evaluation ``max_tokens`` each time.
+    """
+    reference = reference_message(example)
+    text = reference.get("content") or ""
+    if reference.get("tool_calls"):
+        text += json.dumps(reference["tool_calls"], ensure_ascii=False)
+    return max(1, min(max_tokens, 48 + len(text) // 2))
+
+
+@lru_cache(maxsize=1)
+def page_response_format() -> dict[str, Any]:
+    """The ``response_format`` a page-builder app sends: JSON following the project's page schema."""
+    from homegrown.data.validity import PAGE_SCHEMA_PATH
+
+    schema = json.loads(PAGE_SCHEMA_PATH.read_text(encoding="utf-8"))
+    return {"type": "json_schema", "json_schema": {"name": "page", "schema": schema}}
+
+
+def response_format_for(example: dict[str, Any]) -> dict[str, Any] | None:
+    """Page tasks ask for JSON in the page schema, as the page builder does when it calls the endpoint;
+    every other task gets free text. All models get the same request, so the comparison stays fair."""
+    return page_response_format() if task_kind(example) == "json" else None
+
+
 def run_model(
     spec: str,
     examples: Sequence[dict[str, Any]],
-    max_tokens: int = 256,
+    max_tokens: int = 768,
     api_key: str | None = None,
     prompt_fn: Callable[[dict[str, Any]], list[dict[str, str]]] = render_prompt,
 ) -> list[Answer]:
-    """One greedy answer per example from the model ``spec`` names, timed."""
+    """One greedy answer per example from the model ``spec`` names, timed; each answer is limited to
+    ``answer_budget(example, max_tokens)`` tokens, and page tasks ask for the page schema
+    (``response_format_for``)."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
     if spec == INCUMBENT:
@@ -200,7 +242,8 @@ def run_model(
     prompts = [prompt_fn(e) for e in examples]
     backend = load_backend(spec, api_key=api_key)
     try:
-        return [backend.generate(p, max_tokens) for p in prompts]
+        return [backend.generate(p, answer_budget(e, max_tokens), response_format_for(e))
+                for p, e in zip(prompts, examples, strict=True)]
     finally:
         backend.close()
 
