@@ -76,6 +76,31 @@ def test_champion_tolerance_respects_direction():
     assert [f.split(":")[0] for f in decision.failures] == ["hallucination_rate"]
 
 
+@pytest.mark.parametrize(("diff", "passes"), [
+    ((-0.10, -0.30, 0.10), True),    # 0.10 behind, but the interval holds zero: noise on a small test set
+    ((-0.10, -0.18, -0.03), False),  # 0.10 behind and the whole interval is below zero
+])
+def test_champion_shortfall_must_be_beyond_noise_when_the_paired_bootstrap_is_known(diff, passes):
+    champion = {**BETTER, "fact_accuracy": 0.90}
+    decision = promotion_decision(BETTER, BASE, champion, GateConfig(), champion_diffs={"fact_accuracy": diff})
+    assert decision.passed is passes
+    detail = next(d for d in decision.details if d["check"] == "champion_tolerance" and d["metric"] == "fact_accuracy")
+    assert detail["improvement_ci"] == [diff[1], diff[2]]
+    if not passes:
+        assert "95% CI of the difference [-0.1800, -0.0300]" in decision.failures[0]
+
+
+def test_champion_noise_check_respects_direction():
+    # hallucination: candidate minus champion +0.10 is worse; the interval in the better direction flips.
+    champion = {**BETTER, "hallucination_rate": 0.0}
+    significant = promotion_decision({**BETTER, "hallucination_rate": 0.10}, BASE, champion,
+                                     champion_diffs={"hallucination_rate": (0.10, 0.04, 0.16)})
+    assert [f.split(":")[0] for f in significant.failures] == ["hallucination_rate"]
+    noisy = promotion_decision({**BETTER, "hallucination_rate": 0.10}, BASE, champion,
+                               champion_diffs={"hallucination_rate": (0.10, -0.02, 0.22)})
+    assert noisy.passed
+
+
 def test_missing_measurements():
     # No page tasks: json_validity is None and neither threshold nor margin applies.
     no_pages = {**BETTER, "json_validity": None}

@@ -25,7 +25,11 @@ class GateConfig:
     ``margins_over_base``: the improvement over the base model each metric needs, measured in the
     metric's better direction (``hallucination_rate: 0.05`` means at least 0.05 lower than base; a
     negative margin tolerates that much regression). ``champion_tolerance``: how much worse than the
-    current champion any of ``champion_metrics`` may be. ``min_json_validity`` applies when the test
+    current champion any of ``champion_metrics`` may be. When the paired bootstrap of candidate minus
+    champion over the same test examples is known (``promotion_decision``'s ``champion_diffs``), a
+    shortfall beyond the tolerance blocks only if it is also beyond noise: the whole confidence interval
+    of the difference lies on the worse side of zero. On a few dozen test examples one answer moves a
+    metric by several points; without this, a retrain on more data would be blocked by chance. ``min_json_validity`` applies when the test
     split has page tasks; ``max_privacy_leaks`` always, and a candidate with no privacy probe fails
     unless ``require_privacy_probe`` is off.
     """
@@ -96,8 +100,13 @@ def promotion_decision(
     base: dict[str, Any],
     champion: dict[str, Any] | None,
     config: GateConfig | None = None,
+    champion_diffs: dict[str, tuple[float, float, float]] | None = None,
 ) -> GateDecision:
-    """Check the candidate's metrics against the base model, the champion (if any) and hard thresholds."""
+    """Check the candidate's metrics against the base model, the champion (if any) and hard thresholds.
+
+    ``champion_diffs``: metric -> ``(mean, lo, hi)`` of candidate minus champion per example (paired
+    bootstrap, raw direction); with it a champion shortfall must also be significant to block.
+    """
     config = config or GateConfig()
     failures: list[str] = []
     details: list[dict[str, Any]] = []
@@ -134,10 +143,24 @@ def promotion_decision(
                       f"(champion {champ:.4f})", candidate=None, champion=champ)
                 continue
             gain = _improvement(metric, cand, champ)
-            check("champion_tolerance", metric, gain >= -config.champion_tolerance - 1e-12,
+            within = gain >= -config.champion_tolerance - 1e-12
+            numbers: dict[str, Any] = {"candidate": cand, "champion": champ, "improvement": gain,
+                                       "tolerance": config.champion_tolerance}
+            noise = ""
+            if not within and champion_diffs and metric in champion_diffs:
+                _, lo, hi = champion_diffs[metric]
+                # the interval of the improvement, in the better direction
+                better_lo, better_hi = (-hi, -lo) if metric in LOWER_IS_BETTER else (lo, hi)
+                numbers["improvement_ci"] = [better_lo, better_hi]
+                if better_hi >= 0:
+                    within = True
+                    numbers["within_noise"] = True
+                else:
+                    noise = f", 95% CI of the difference [{better_lo:+.4f}, {better_hi:+.4f}]"
+            check("champion_tolerance", metric, within,
                   f"{metric}: candidate {cand:.4f} is worse than champion {champ:.4f} by {-gain:.4f} "
-                  f"(tolerance {config.champion_tolerance:.4f}, {_better_word(metric)} is better)",
-                  candidate=cand, champion=champ, improvement=gain, tolerance=config.champion_tolerance)
+                  f"(tolerance {config.champion_tolerance:.4f}, {_better_word(metric)} is better{noise})",
+                  **numbers)
 
     json_validity = _value(candidate, "json_validity")
     if json_validity is not None:
