@@ -23,7 +23,7 @@ class EvalConfig(dg.Config):
     """How the candidate is judged; the gate's margins are what a business would want before switching."""
 
     max_examples: int = Field(default=0, ge=0, description="Cap on test examples (0: the whole test split).")
-    max_tokens: int = Field(default=768, ge=8, description="Cap on each answer; an example gets twice its reference plus 48 tokens, up to this.")
+    max_tokens: int = Field(default=1024, ge=8, description="Cap on each answer: page (JSON) tasks get all of it, others twice their reference plus 48 tokens, up to it.")
     fact_accuracy_margin: float = Field(default=0.10, description="Fact accuracy the candidate must gain over base.")
     hallucination_margin: float = Field(default=0.05, description="Hallucination rate it must shed against base.")
     champion_tolerance: float = Field(default=0.02, ge=0, description="How far behind the champion any metric may be.")

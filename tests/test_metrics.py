@@ -501,3 +501,22 @@ def test_paired_differences_match_examples_by_id(knowledge):
     assert diffs["hallucination_rate"][0] == pytest.approx(1.0)
     reordered = evaluate_answers(faq[::-1], ["Yes, wagyu at $80.", "Adults are $70."], knowledge, n_boot=50)
     assert paired_differences(reordered, right, ("fact_accuracy",))["fact_accuracy"][0] == pytest.approx(expected)
+
+
+def test_page_schema_grammar_keeps_the_fields_of_each_section_type():
+    from homegrown.evaluation.runner import page_response_format
+    from homegrown.training.llama_cpp_util import _tagged_unions_as_one_of, grammar_for_response_format
+
+    schema = page_response_format()["json_schema"]["schema"]
+    rewritten = _tagged_unions_as_one_of(schema)
+    section = rewritten["$defs"]["section"]
+    assert "allOf" not in section and len(section["oneOf"]) == 10
+    assert section["oneOf"][0] == {"$ref": "#/$defs/hero"}
+    assert list(rewritten["properties"]) == ["version", "metadata", "sections"]  # order kept: the model's order
+    assert grammar_for_response_format(page_response_format()) is not None
+    assert grammar_for_response_format({"type": "json_object"}) is not None
+    assert grammar_for_response_format(None) is None and grammar_for_response_format({"type": "text"}) is None
+    with pytest.raises(ValueError, match="json_schema.schema"):
+        grammar_for_response_format({"type": "json_schema", "json_schema": {"name": "x"}})
+    with pytest.raises(ValueError, match="type must be"):
+        grammar_for_response_format({"type": "yaml"})

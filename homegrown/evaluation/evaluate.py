@@ -82,7 +82,7 @@ def evaluate_models(
     opted_out_texts: list[str] | None = None,
     loss_history: list[dict] | None = None,
     score_distribution: list[float] | None = None,
-    max_tokens: int = 768,
+    max_tokens: int = 1024,
     api_key: str | None = None,
 ) -> EvalOutcome:
     """Answer ``examples`` with every model in ``models`` (name -> spec), score, gate and report.

@@ -197,7 +197,10 @@ def answer_budget(example: dict[str, Any], max_tokens: int) -> int:
 
     Every model gets the same budget per example, so the comparison stays fair, and a model that rambles
     past the answer it should give stops there instead of costing the evaluation ``max_tokens`` each time.
+    JSON (page) tasks get ``max_tokens`` whole.
     """
+    if task_kind(example) == "json":
+        return max_tokens  # a JSON answer cut short is no answer at all: page tasks get the whole cap
     reference = reference_message(example)
     text = reference.get("content") or ""
     if reference.get("tool_calls"):
@@ -223,7 +226,7 @@ def response_format_for(example: dict[str, Any]) -> dict[str, Any] | None:
 def run_model(
     spec: str,
     examples: Sequence[dict[str, Any]],
-    max_tokens: int = 768,
+    max_tokens: int = 1024,
     api_key: str | None = None,
     prompt_fn: Callable[[dict[str, Any]], list[dict[str, str]]] = render_prompt,
 ) -> list[Answer]:

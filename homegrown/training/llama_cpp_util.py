@@ -136,7 +136,29 @@ def grammar_for_response_format(response_format: dict[str, Any] | None) -> Any |
         schema = response_format.get("schema")
     else:
         raise ValueError(f"response_format type must be text, json_object or json_schema, got {kind!r}")
-    return _grammar(json.dumps(schema, sort_keys=True) if schema is not None else None)
+    # Key order matters: the grammar emits properties in the schema's order, which should be the order the
+    # model learned, so the schema is not re-sorted.
+    return _grammar(json.dumps(_tagged_unions_as_one_of(schema)) if schema is not None else None)
+
+
+def _tagged_unions_as_one_of(node: Any) -> Any:
+    """The schema with every tagged union written as ``allOf: [{if: {type: const X}, then: S_X}, ...]``
+    rewritten as ``oneOf: [S_X, ...]``.
+
+    Both say "the fields depend on the tag", but llama.cpp's converter ignores ``if``/``then``: it would allow
+    only the tag and no other field. Each ``then`` schema must describe the whole object (as the page
+    schema's section types do), since the rewrite drops the object's own properties."""
+    if isinstance(node, list):
+        return [_tagged_unions_as_one_of(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    branches = node.get("allOf")
+    if isinstance(branches, list) and branches and all(
+            isinstance(b, dict) and set(b) == {"if", "then"} for b in branches):
+        out = {k: v for k, v in node.items() if k in ("description", "title", "$defs")}
+        out["oneOf"] = [_tagged_unions_as_one_of(b["then"]) for b in branches]
+        return _tagged_unions_as_one_of(out) if "$defs" in out else out
+    return {key: _tagged_unions_as_one_of(value) for key, value in node.items()}
 
 
 @lru_cache(maxsize=32)
