@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HOMEGROWN_HOME ?= $(CURDIR)/.homegrown
 export DAGSTER_HOME ?= $(HOMEGROWN_HOME)/dagster
 
-.PHONY: install demo test test-fast ui mlflow-ui bench-data bench-train bench-gpu bench-serve clean
+.PHONY: install demo demo-next test test-fast ui mlflow-ui bench-data bench-recipe clean
 
 $(BIN)/homegrown: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ install: $(BIN)/homegrown
 
 demo: install
 	$(BIN)/homegrown demo
+
+# the retrain loop after `make demo`: a later day of logs, curation, the sensor, retrain, gate, deployment
+demo-next: install
+	$(BIN)/homegrown next-batch
 
 test: install
 	$(BIN)/python -m pytest -q -ra
@@ -38,6 +42,9 @@ mlflow-ui: install
 
 bench-data: install
 	$(BIN)/python bench/bench_data.py
+
+bench-recipe: install
+	$(BIN)/python bench/bench_recipe.py --out bench/results/demo_recipe.md
 
 clean:
 	rm -rf $(HOMEGROWN_HOME)
