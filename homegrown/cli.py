@@ -80,7 +80,8 @@ def status() -> dict[str, Any]:
     return out
 
 
-def run_pipeline(selection: str, run_config: str | None = None, raise_on_error: bool = True):
+def run_pipeline(selection: str, run_config: str | None = None, raise_on_error: bool = True,
+                 tags: dict[str, str] | None = None):
     """Materialise ``selection`` (a Dagster asset selection string) into the project's Dagster instance."""
     prepare_dagster_home()
     import dagster as dg
@@ -95,7 +96,7 @@ def run_pipeline(selection: str, run_config: str | None = None, raise_on_error: 
         config = {**config, "ops": {op: cfg for op, cfg in config["ops"].items() if op in selected}}
     assets = list(defs.assets)
     result = dg.materialize(assets, selection=selection, resources=defs.resources, run_config=config,
-                            instance=dg.DagsterInstance.get(), raise_on_error=raise_on_error)
+                            instance=dg.DagsterInstance.get(), raise_on_error=raise_on_error, tags=tags)
     if raise_on_error and not result.success:
         raise SystemExit("the pipeline run failed; see the Dagster run log")
     return result
@@ -157,6 +158,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("MLflow UI:  `make mlflow-ui`, then http://127.0.0.1:5000")
     print(f"finished in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def cmd_next_batch(args: argparse.Namespace) -> int:
+    """The retrain loop on the demo: a later day of logs arrives (with its feedback), the hourly curation
+    scores it, the retrain sensor is evaluated exactly as the Dagster daemon would, and when it asks for a
+    run, the retrain job runs here (with the demo's run config) and ends at the promotion gate and the
+    deployed endpoint."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    prepare_dagster_home()
+    import dagster as dg
+
+    from homegrown.demo.generate import generate_demo_logs
+    from pipelines.sensors import retrain_on_new_examples
+
+    started = time.perf_counter()
+    folder = paths.demo_input_dir()
+    if not folder.is_dir():
+        raise SystemExit(f"no demo logs in {folder}: run `homegrown demo` first")
+    batch = args.batch or len(list(folder.glob("assistant-*.jsonl")))
+    written = generate_demo_logs(folder, seed=0, batch=batch, scale=args.scale)
+    print(f"wrote day {batch} of the demo logs to {folder}: {written['lines']} lines, {written['interactions']} interactions")
+    before = status().get("model", {}).get("version")
+
+    run_pipeline("raw_interactions,synthetic_examples,scored_dataset")  # what hourly_curation runs
+    instance = dg.DagsterInstance.get()
+    decision = retrain_on_new_examples(dg.build_sensor_context(instance=instance))
+    if isinstance(decision, dg.SkipReason):
+        print(f"the retrain sensor skipped: {decision.skip_message}")
+        return 0
+    print(f"the retrain sensor requested a run ({decision.run_key}); running the retrain job")
+    tags = {**decision.tags, "dagster/run_key": decision.run_key, "dagster/sensor_name": "retrain_on_new_examples"}
+    result = run_pipeline("*", args.config, raise_on_error=False, tags=tags)
+    info = status()
+    gate = info.get("eval", {})
+    after = info.get("model", {}).get("version")
+    print(f"\ncandidate model version {after} (was {before}); promoted: {gate.get('promoted')}")
+    if not gate.get("promoted"):
+        print("  gate failures:", gate.get("gate_failures"))
+    endpoint = info.get("endpoint") or {}
+    print("endpoint:", json.dumps(endpoint, default=str))
+    if endpoint.get("url") and endpoint.get("healthy"):
+        for question in args.ask:
+            model, answer = ask_endpoint(endpoint["url"], endpoint["api_key"], endpoint.get("model"), question)
+            print(f"\nQ: {question}\nA ({model}): {answer}")
+    print(f"finished in {time.perf_counter() - started:.0f} s")
+    return 0 if result.success or not gate.get("promoted") else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -254,6 +301,16 @@ def main(argv: list[str] | None = None) -> int:
                       help="questions sent to the deployed endpoint at the end")
     demo.set_defaults(func=cmd_demo)
 
+    nb = sub.add_parser("next-batch", help="demo retrain loop: add a later day of logs, curate, ask the sensor, retrain")
+    nb.add_argument("--batch", type=int, default=0, help="which day to write (default: the next one)")
+    nb.add_argument("--scale", type=float, default=0.3,
+                    help="size of the new day relative to the first (0.3: ~270 lines, ~150 new good examples)")
+    nb.add_argument("--config", default=str(paths.PROJECT_ROOT / "pipelines" / "demo_config.yaml"),
+                    help="run config of the retrain (default: the demo's)")
+    nb.add_argument("--ask", nargs="*", default=["How much is the lobster upgrade?"],
+                    help="questions sent to the endpoint at the end")
+    nb.set_defaults(func=cmd_next_batch)
+
     st = sub.add_parser("status", help="show the latest dataset, model, eval and endpoint")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=cmd_status)
@@ -266,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--model", required=True, help="registry version, models:/ URI, GGUF/HF path or http(s) URL#model")
     ev.add_argument("--test", help="a test split Parquet (default: the latest dataset's)")
     ev.add_argument("--limit", type=int, default=0, help="evaluate on the first N examples only")
-    ev.add_argument("--max-tokens", type=int, default=256)
+    ev.add_argument("--max-tokens", type=int, default=1024, help="cap per answer (page tasks get all of it, others ~1.5x their reference)")
     ev.add_argument("--knowledge", help="the business's knowledge file (default: the demo's)")
     ev.add_argument("--api-key", help="key for an endpoint URL (default: HOMEGROWN_EVAL_API_KEY / OPENAI_API_KEY)")
     ev.add_argument("--no-base", action="store_true", help="do not evaluate the base model beside it")
