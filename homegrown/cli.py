@@ -181,7 +181,7 @@ def cmd_next_batch(args: argparse.Namespace) -> int:
     print(f"wrote day {batch} of the demo logs to {folder}: {written['lines']} lines, {written['interactions']} interactions")
     before = status().get("model", {}).get("version")
 
-    run_pipeline("raw_interactions,synthetic_examples,scored_dataset")  # what hourly_curation runs
+    run_pipeline("*scored_dataset")  # raw_interactions, synthetic_examples, scored_dataset: the curation
     instance = dg.DagsterInstance.get()
     decision = retrain_on_new_examples(dg.build_sensor_context(instance=instance))
     if isinstance(decision, dg.SkipReason):
