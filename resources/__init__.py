@@ -53,10 +53,27 @@ class InputResource(dg.ConfigurableResource):
             from homegrown.demo.generate import generate_demo_logs
 
             generate_demo_logs(paths.demo_input_dir(), seed=0)
-        gateway_export = paths.home() / "gateway" / "export"
-        if self.include_gateway_log and gateway_export.is_dir() and any(gateway_export.iterdir()):
-            found.append(str(gateway_export))
+        if self.include_gateway_log:
+            gateway_export = export_gateway_log()
+            if gateway_export is not None:
+                found.append(str(gateway_export))
         return found
+
+
+def export_gateway_log() -> Path | None:
+    """Append what the gateway logged since the last export (interactions, then feedback events) to
+    ``<HOMEGROWN_HOME>/gateway/export/`` in the interaction format, and return that folder; None when there is
+    no gateway log yet. Incremental and crash-safe (``LogStore.export_jsonl``), so every ingestion of
+    ``raw_interactions`` reads the traffic served since the previous one."""
+    from homegrown.gateway.logstore import export_jsonl
+    from homegrown.gateway.settings import GatewaySettings
+
+    out = paths.home() / "gateway" / "export"
+    db_url = GatewaySettings().log_db_url
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).is_file():
+        return out if out.is_dir() and any(out.iterdir()) else None
+    export_jsonl(out, db_url)
+    return out
 
 
 class TeacherResource(dg.ConfigurableResource):

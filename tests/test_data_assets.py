@@ -51,3 +51,39 @@ def test_demo_logs_become_stable_splits(hg_home):
     assert again.success
     assert store.latest("dataset_splits")["version"] == splits["version"]
     assert store.latest("raw_interactions")["new_lines"] == 0
+
+
+def test_gateway_traffic_and_its_feedback_reach_the_next_raw_interactions(hg_home):
+    """What the gateway logs (and the feedback that arrives later) is read by the next ingestion."""
+    from homegrown.data.ingest import load_interactions
+    from homegrown.gateway.logstore import LogStore, utc_now_iso
+    from homegrown.gateway.settings import GatewaySettings
+
+    store = ArtifactStore(hg_home / "artifacts")
+    raw = ["raw_interactions"]
+    _materialize(raw)
+    before = store.latest("raw_interactions")
+    assert not any(loc.endswith("gateway/export") for loc in before["locations"])
+
+    log = LogStore(GatewaySettings().log_db_url)
+    try:
+        log.log_interaction({
+            "id": "chatcmpl-live-1", "conversation_id": "c-live", "created_at": utc_now_iso(),
+            "org_id": "org-myhibachi", "example_type": "faq", "model": "homegrown-v1",
+            "messages": [{"role": "user", "content": "Is lobster extra?"},
+                         {"role": "assistant", "content": "Lobster tail is +$10 per person."}],
+            "metadata": {"route": "champion"},
+        })
+        _materialize(raw)
+        first = store.latest("raw_interactions")
+        assert first["new_lines"] == 1 and first["interactions"] == before["interactions"] + 1
+        assert any(loc.endswith("gateway/export") for loc in first["locations"])
+
+        log.add_feedback("chatcmpl-live-1", {"thumbs": 1, "outcome": "accepted"})
+        _materialize(raw)
+    finally:
+        log.close()
+    second = store.latest("raw_interactions")
+    assert second["new_lines"] == 1 and second["feedback_events"] == first["feedback_events"] + 1
+    rows = load_interactions(second["db_path"]).set_index("id")
+    assert rows.loc["chatcmpl-live-1", "feedback"] == {"thumbs": 1, "outcome": "accepted"}
