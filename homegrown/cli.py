@@ -112,24 +112,36 @@ def ask_endpoint(url: str, api_key: str, model: str | None, question: str) -> tu
     return response.model, response.choices[0].message.content or ""
 
 
+def failed_steps(result: Any) -> list[str]:
+    """The step keys of a Dagster run result that failed (a blocked promotion gate fails ``eval_report``)."""
+    import dagster as dg
+
+    return [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+
+
+def ask_all(endpoint: dict[str, Any], questions: list[str]) -> None:
+    """Send each question to the endpoint through the ``openai`` client and print the answer and model."""
+    for question in questions:
+        model, answer = ask_endpoint(endpoint["url"], endpoint["api_key"], endpoint.get("model"), question)
+        print(f"\nQ: {question}\nA ({model}): {answer}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import dagster as dg
-
     result = run_pipeline(args.select, args.config, raise_on_error=False)
-    failed_steps = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    failed = failed_steps(result)
     failed_checks = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
     info = status()
-    if failed_steps:
-        print(f"\nstopped at {', '.join(failed_steps)}" +
+    if failed:
+        print(f"\nstopped at {', '.join(failed)}" +
               (f" (blocking checks failed: {', '.join(failed_checks)})" if failed_checks else ""))
-        if "eval_report" in failed_steps and "eval" not in info:
+        if "eval_report" in failed and "eval" not in info:
             raise SystemExit("the evaluation failed; see the Dagster run log")
-        if failed_steps != ["eval_report"]:
+        if failed != ["eval_report"]:
             raise SystemExit("the pipeline failed before the promotion gate; see the Dagster run log above")
     endpoint = info.get("endpoint")
-    if failed_steps == ["eval_report"] and (not endpoint or not endpoint.get("healthy")):
+    if failed == ["eval_report"] and (not endpoint or not endpoint.get("healthy")):
         # The candidate was not promoted: the gateway still serves, with the current champion (or, before
         # any promotion, the base model), which is what the business's app would be talking to.
         from homegrown.gateway.server import start_background
@@ -150,9 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  {name:>12}: {shown}")
         print("  promoted:", info["eval"]["promoted"], "" if info["eval"]["promoted"] else info["eval"]["gate_failures"])
     if endpoint and endpoint.get("url"):
-        for question in args.ask:
-            model, answer = ask_endpoint(endpoint["url"], endpoint["api_key"], endpoint.get("model"), question)
-            print(f"\nQ: {question}\nA ({model}): {answer}")
+        ask_all(endpoint, args.ask)
         print(f"\nendpoint:   {endpoint['url']}/v1  (api key {endpoint['api_key']})")
     print("Dagster UI: `make ui` (or `homegrown ui`), then http://127.0.0.1:3000")
     print("MLflow UI:  `make mlflow-ui`, then http://127.0.0.1:5000")
@@ -199,11 +209,11 @@ def cmd_next_batch(args: argparse.Namespace) -> int:
     endpoint = info.get("endpoint") or {}
     print("endpoint:", json.dumps(endpoint, default=str))
     if endpoint.get("url") and endpoint.get("healthy"):
-        for question in args.ask:
-            model, answer = ask_endpoint(endpoint["url"], endpoint["api_key"], endpoint.get("model"), question)
-            print(f"\nQ: {question}\nA ({model}): {answer}")
+        ask_all(endpoint, args.ask)
     print(f"finished in {time.perf_counter() - started:.0f} s")
-    return 0 if result.success or not gate.get("promoted") else 1
+    if failed_steps(result) not in ([], ["eval_report"]):
+        raise SystemExit("the retrain failed before or after the promotion gate; see the Dagster run log above")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

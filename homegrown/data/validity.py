@@ -37,9 +37,14 @@ _REFUSAL_ALTERNATIVE = re.compile(r"\bbut\b|\bhowever\b|\binstead\b|\d", re.IGNO
 
 
 @lru_cache(maxsize=1)
+def page_schema() -> dict[str, Any]:
+    """The project's page schema (``schemas/page.json``), read once; do not modify the returned dict."""
+    return json.loads(PAGE_SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
 def _page_validator() -> Draft202012Validator:
-    schema = json.loads(PAGE_SCHEMA_PATH.read_text(encoding="utf-8"))
-    return Draft202012Validator(schema, format_checker=FormatChecker())
+    return Draft202012Validator(page_schema(), format_checker=FormatChecker())
 
 
 def _format_error(error: ValidationError) -> str:

@@ -192,8 +192,8 @@ def load_backend(spec: str, api_key: str | None = None) -> Backend:
 
 
 def answer_budget(example: dict[str, Any], max_tokens: int) -> int:
-    """How many tokens a model may generate for ``example``: room for twice the reference answer (about
-    three characters a token, so ``len // 2`` is ~1.5x its tokens) plus 48, never more than ``max_tokens``.
+    """How many tokens a model may generate for ``example``: half the reference answer's length in
+    characters (about 1.5x its tokens, at ~3 characters a token) plus 48, never more than ``max_tokens``.
 
     Every model gets the same budget per example, so the comparison stays fair, and a model that rambles
     past the answer it should give stops there instead of costing the evaluation ``max_tokens`` each time.
@@ -211,10 +211,9 @@ def answer_budget(example: dict[str, Any], max_tokens: int) -> int:
 @lru_cache(maxsize=1)
 def page_response_format() -> dict[str, Any]:
     """The ``response_format`` a page-builder app sends: JSON following the project's page schema."""
-    from homegrown.data.validity import PAGE_SCHEMA_PATH
+    from homegrown.data.validity import page_schema
 
-    schema = json.loads(PAGE_SCHEMA_PATH.read_text(encoding="utf-8"))
-    return {"type": "json_schema", "json_schema": {"name": "page", "schema": schema}}
+    return {"type": "json_schema", "json_schema": {"name": "page", "schema": page_schema()}}
 
 
 def response_format_for(example: dict[str, Any]) -> dict[str, Any] | None:
