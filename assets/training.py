@@ -1,5 +1,6 @@
 """lora_adapter: LoRA / QLoRA supervised fine-tuning of the base model on the train split."""
 
+
 import dagster as dg
 from pydantic import Field, model_validator
 
@@ -12,27 +13,36 @@ from resources.compute import TrainingCompute
 
 
 class LoraTrainingConfig(dg.Config):
-    """Fine-tuning settings; defaults are the seeds' recipe (r=16, alpha=32, dropout 0.05, q/k/v/o)."""
+    """Fine-tuning settings. Every setting left empty is chosen by the recipe from the train split and the
+    hardware (homegrown/training/recipe.py); the run's metadata says what was chosen and why."""
 
     base_model: str = Field(default="smollm2-135m-instruct",
                             description="The embedded SmolLM2-135M-Instruct, or a local Hugging Face model folder.")
-    lora_r: int = Field(default=16, description="Adapter rank: higher learns more, costs more memory.")
-    lora_alpha: int = Field(default=32, description="LoRA scale (alpha/r = 2).")
+    lora_r: int | None = Field(default=None, description="Adapter rank: higher learns more, costs more memory "
+                                                            "(empty: 32 under 1B parameters, else 16).")
+    lora_alpha: int | None = Field(default=None, description="LoRA scale (empty: 2 x rank).")
     lora_dropout: float = Field(default=0.05, description="Regularises small datasets.")
-    target_modules: str = Field(default="q_proj,k_proj,v_proj,o_proj",
-                                description="Comma-separated projections, or 'all-linear' (3x params, slower).")
-    learning_rate: float = Field(default=2e-4, description="LoRA learning rate.")
-    num_epochs: float = Field(default=3.0, description="Passes over the train split; early stopping guards.")
-    max_seq_length: int = Field(default=1024, description="Longer rows are truncated.")
-    per_device_batch_size: int = Field(default=4, description="Rows per forward pass.")
-    gradient_accumulation: int = Field(default=4, description="Steps accumulated per optimiser step.")
+    target_modules: str | None = Field(default=None,
+                                          description="Comma-separated projections or 'all-linear' (empty: all-linear).")
+    learning_rate: float | None = Field(default=None, description="LoRA learning rate (empty: by model size).")
+    num_epochs: float | None = Field(default=None,
+                                        description="Passes over the train split (empty: ~300 optimiser steps, "
+                                                    "1-8 epochs); early stopping keeps the best checkpoint.")
+    max_seq_length: int | None = Field(default=None, description="Longer rows are truncated (empty: p99 row).")
+    per_device_batch_size: int | None = Field(default=None, description="Rows per forward pass (empty: by data size).")
+    gradient_accumulation: int | None = Field(default=None, description="Forward passes per optimiser step.")
+    eval_steps: int | None = Field(default=None, description="Validation loss every N steps (empty: 6 per run).")
+    time_budget_s: float | None = Field(default=None,
+                                           description="Wall-clock cap on training: fewer epochs are planned to fit, "
+                                                       "and the run stops at it keeping the best checkpoint.")
     seed: int = Field(default=42, description="Seed of initialisation and data order.")
     batching: str = Field(default="group_by_length",
                           description="group_by_length (CPU), padding_free or packing (GPU + flash attention).")
     bf16: str = Field(default="auto", description="auto | true | false: bf16 autocast.")
     qlora: bool = Field(default=False, description="CUDA only: 4-bit NF4 base + paged 8-bit AdamW.")
     gradient_checkpointing: bool = Field(default=False, description="Less memory, ~25% slower.")
-    early_stopping_patience: int = Field(default=2, description="Epochs without validation gain before stopping.")
+    early_stopping_patience: int = Field(default=2, description="Evaluations without validation gain before "
+                                                                "stopping (0: never stop early).")
     max_steps: int = Field(default=-1, description="Cap on optimiser steps (>0 overrides epochs).")
 
     @model_validator(mode="after")
@@ -41,8 +51,9 @@ class LoraTrainingConfig(dg.Config):
         return self
 
     def to_train_config(self) -> TrainConfig:
-        modules = self.target_modules if self.target_modules == "all-linear" else tuple(
-            m.strip() for m in self.target_modules.split(",") if m.strip())
+        modules = self.target_modules
+        if modules is not None and modules != "all-linear":
+            modules = tuple(m.strip() for m in modules.split(",") if m.strip())
         bf16 = {"auto": "auto", "true": True, "false": False}.get(self.bf16.lower())
         if bf16 is None:
             raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
@@ -50,6 +61,7 @@ class LoraTrainingConfig(dg.Config):
             lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=modules,
             learning_rate=self.learning_rate, num_epochs=self.num_epochs, max_seq_length=self.max_seq_length,
             per_device_batch_size=self.per_device_batch_size, gradient_accumulation=self.gradient_accumulation,
+            eval_steps=self.eval_steps, time_budget_s=self.time_budget_s,
             seed=self.seed, batching=self.batching, bf16=bf16, qlora=self.qlora,
             gradient_checkpointing=self.gradient_checkpointing,
             early_stopping_patience=self.early_stopping_patience or None, max_steps=self.max_steps,
@@ -89,6 +101,10 @@ def lora_adapter(
                 progress(event)
         metrics = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
         run.log_metrics(metrics)
+        recipe = result.get("recipe") or {}
+        if recipe:
+            run.log_params({**{f"recipe.{k}": v for k, v in recipe["config"].items()},
+                            **{f"recipe.why.{k}": v for k, v in recipe["reasons"].items()}})
         run.log_artifact(result["adapter_dir"], artifact_path="adapter")
         tags = {
             "dataset_version": splits["version"],
@@ -116,8 +132,25 @@ def lora_adapter(
         "dataset_version": dg.MetadataValue.text(splits["version"]),
         "base_model": dg.MetadataValue.text(base.name),
         **{k: dg.MetadataValue.float(float(v)) for k, v in metrics.items()},
+        **_recipe_metadata(result.get("recipe") or {}),
         **lineage,
     })
+
+def _recipe_metadata(recipe: dict) -> dict:
+    """What the recipe chose and why, as a table in the Dagster UI."""
+    if not recipe:
+        return {}
+    config, reasons = recipe["config"], recipe["reasons"]
+    rows = "\n".join(f"| {name} | {config.get(name)} | {why} |" for name, why in reasons.items())
+    profile = recipe["profile"]
+    estimate = recipe["estimate"]
+    return {
+        "recipe": dg.MetadataValue.md(
+            f"{profile['rows']} train rows, {profile['tokens']} tokens on {recipe['hardware']['device']} "
+            f"({recipe['hardware']['cpus']} cores); estimated {estimate['total_steps']} steps, "
+            f"~{estimate['train_s']:.0f} s\n\n| setting | value | why |\n|---|---|---|\n{rows}"),
+        "recipe_json": dg.MetadataValue.json(recipe),
+    }
 
 def _config_digest(cfg: dict) -> str:
     import hashlib

@@ -30,12 +30,16 @@ from homegrown.training.merge import merge_adapter
 from homegrown.training.sft import TrainConfig, train
 
 COMMON = {"num_epochs": 1, "max_seq_length": 768, "early_stopping_patience": None}
+ATTENTION = {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "lora_r": 16, "lora_alpha": 32}
 ARMS = {
     # the seeds' recipe as the demo ran it before: attention only, r=16, 16-row optimiser steps
-    "seeds": {**COMMON, "learning_rate": 5e-4, "per_device_batch_size": 4, "gradient_accumulation": 4},
+    "seeds": {**COMMON, **ATTENTION, "learning_rate": 5e-4, "per_device_batch_size": 4, "gradient_accumulation": 4},
     # attention only, 4-row steps at 1e-3
-    "small_steps": {**COMMON, "learning_rate": 1e-3, "per_device_batch_size": 4, "gradient_accumulation": 1},
-    # pipelines/demo_config.yaml: all-linear, r=32, 2e-3, 4-row steps
+    "small_steps": {**COMMON, **ATTENTION, "learning_rate": 1e-3, "per_device_batch_size": 4,
+                    "gradient_accumulation": 1},
+    # the default recipe (homegrown/training/recipe.py) with nothing set: what a business with no config gets
+    "default": {},
+    # what pipelines/demo_config.yaml set before the recipe: all-linear, r=32, 2e-3, 4-row steps, one epoch
     "demo": {**COMMON, "learning_rate": 2e-3, "per_device_batch_size": 4, "gradient_accumulation": 1,
              "target_modules": "all-linear", "lora_r": 32, "lora_alpha": 64},
 }

@@ -151,7 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         start_background(GatewaySettings(), timeout_s=180)
         info = status()
         endpoint = info.get("endpoint")
-    print("\n== homegrown demo ==")
+    print(f"\n== homegrown {args.command} ==")
     print(json.dumps({k: v for k, v in info.items() if k in ("dataset", "model")}, indent=2))
     if "eval" in info:
         print("\neval report:", info["eval"]["report"])
@@ -310,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--ask", nargs="*", default=["Do you serve wagyu beef?", "How much is the lobster upgrade?"],
                       help="questions sent to the deployed endpoint at the end")
     demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="run the whole pipeline on $HOMEGROWN_INPUT with the default recipe (no config)")
+    run.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
+    run.add_argument("--config", default=None, help="optional Dagster run config (YAML); default: none")
+    run.add_argument("--ask", nargs="*", default=[], help="questions sent to the deployed endpoint at the end")
+    run.set_defaults(func=cmd_demo)
 
     nb = sub.add_parser("next-batch", help="demo retrain loop: add a later day of logs, curate, ask the sensor, retrain")
     nb.add_argument("--batch", type=int, default=0, help="which day to write (default: the next one)")

@@ -299,7 +299,10 @@ def test_qlora_on_cpu_raises():
 def test_defaults_are_valid_and_round_trip():
     cfg = TrainConfig()
     cfg.validate()
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.learning_rate) == (16, 32, 0.05, 2e-4)
+    # left to the recipe, which chooses them from the data and the hardware at the start of train()
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.learning_rate, cfg.num_epochs) == (None, None, None, None)
+    with pytest.raises(ValueError, match="not chosen yet"):
+        cfg.validate(resolved=True)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     TrainConfig(target_modules="all-linear").validate()
 
@@ -400,7 +403,37 @@ def test_train_writes_adapter_and_reports_progress(tmp_path, tiny_base, splits):
     info = adapter_info(adapter)
     assert info["base_path"] == str(tiny_base.path)
     assert info["template_fingerprint"] == tiny_base.template_fingerprint
-    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
+    # the recipe chose what the config left open, and the adapter records it with the reasons
+    recipe = info["recipe"]
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == recipe["config"]["lora_r"] == 32
+    assert recipe["config"]["target_modules"] == "all-linear" and recipe["reasons"]["lora_r"]
+    assert recipe["reasons"]["learning_rate"] == "set by the run config"
+    assert recipe["profile"]["rows"] == 20 and result.recipe == recipe
+
+
+def test_the_best_checkpoint_not_the_last_is_kept(tmp_path, tiny_base, splits):
+    # a learning rate this high makes the validation loss jump around: whichever evaluation is best,
+    # the adapter written at the end must be that checkpoint's
+    result = train(tiny_config(learning_rate=0.5, max_steps=6, eval_steps=2, early_stopping_patience=5),
+                   *splits, base=tiny_base, output_dir=tmp_path / "run")
+    evals = {e["step"]: e["eval_loss"] for e in result.history if "eval_loss" in e}
+    assert sorted(evals) == [2, 4, 6]
+    best = min(evals, key=evals.get)
+    assert result.metrics["best_step"] == best
+    assert result.metrics["eval_loss"] == pytest.approx(evals[best])
+    from safetensors.torch import load_file
+
+    kept = load_file(result.adapter_dir / "adapter_model.safetensors")
+    at_best = load_file(tmp_path / "run" / "checkpoints" / f"checkpoint-{best}" / "adapter_model.safetensors")
+    assert kept.keys() == at_best.keys()
+    assert all(torch.equal(kept[k], at_best[k]) for k in kept)
+
+
+def test_a_time_budget_stops_the_run_and_keeps_an_evaluated_checkpoint(tmp_path, tiny_base, splits):
+    result = train(tiny_config(max_steps=50, eval_steps=10, early_stopping_patience=2, time_budget_s=0.01),
+                   *splits, base=tiny_base, output_dir=tmp_path / "run")
+    assert result.metrics["time_budget_reached"] and result.metrics["steps"] == 1
+    assert result.metrics["eval_loss"] is not None and result.metrics["best_step"] == 1
 
 
 @pytest.mark.parametrize("batching", ["padding_free", "packing", "padded"])

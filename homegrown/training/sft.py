@@ -19,44 +19,57 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from homegrown.training.base import BaseModel, resolve_base_model
 from homegrown.training.chat import to_prompt_completion
+from homegrown.training.recipe import Recipe, choose_recipe, count_parameters, detect_hardware, profile_rows
 
 ADAPTER_INFO = "homegrown_adapter.json"
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 BATCHING = ("group_by_length", "padding_free", "packing", "padded")
+# Fields the recipe (homegrown/training/recipe.py) chooses when they are left at None.
+AUTO_FIELDS = ("lora_r", "lora_alpha", "target_modules", "learning_rate", "num_epochs", "max_seq_length",
+               "per_device_batch_size", "gradient_accumulation", "eval_steps")
+# Legal stand-ins so that validate() can check the other fields of a config that is not resolved yet.
+_PLACEHOLDER = {"lora_r": 8, "lora_alpha": 16, "target_modules": "all-linear", "learning_rate": 1e-3,
+                "num_epochs": 1.0, "max_seq_length": 512, "per_device_batch_size": 2,
+                "gradient_accumulation": 1, "eval_steps": None}
 # Fields that change what the adapter is; resuming a checkpoint written under other values is refused.
 _RESUME_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora", "max_seq_length", "seed")
 
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a fine-tuning run; defaults follow the seeds' recipe for SmolLM2-135M."""
+    """Everything that decides a fine-tuning run.
+
+    Fields left at ``None`` are chosen at the start of :func:`train` by ``homegrown.training.recipe`` from
+    the train split and the hardware the run trains on (the resolved values and the reasons are recorded
+    with the run); a value set here always wins.
+    """
 
     # Adapter rank: higher gives more capacity to learn the business's answers, more parameters and memory.
-    lora_r: int = 16
-    # Scale of the LoRA update (alpha / r = 2); higher moves further from the base per step.
-    lora_alpha: int = 32
+    lora_r: int | None = None
+    # Scale of the LoRA update (alpha / r); higher moves further from the base per step.
+    lora_alpha: int | None = None
     # Regularises small datasets; 0 trains slightly faster.
     lora_dropout: float = 0.05
-    # Attention projections only: cheap and enough for style/facts. "all-linear" adds the MLP: ~3x the
-    # trainable parameters, better on harder tasks, slower on CPU.
-    target_modules: tuple[str, ...] | str = DEFAULT_TARGET_MODULES
+    # Attention projections only (q/k/v/o) are cheap and enough for style; "all-linear" adds the MLP, where
+    # facts live: ~3x the trainable parameters, slower on CPU.
+    target_modules: tuple[str, ...] | str | None = None
     # LoRA tolerates a much higher rate than full fine-tuning; lower it if the eval loss rises after epoch 1.
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None
     # More epochs fit a small dataset better until it is memorised; early stopping guards the end.
-    num_epochs: float = 3.0
+    num_epochs: float | None = None
     # Longer keeps long conversations whole (SmolLM2 reads 8k) at quadratic attention cost; longer rows are
     # truncated, keeping their start.
-    max_seq_length: int = 1024
+    max_seq_length: int | None = None
     # Rows per forward pass; larger uses the cores better and needs more memory.
-    per_device_batch_size: int = 4
+    per_device_batch_size: int | None = None
     # Effective batch = per_device_batch_size x gradient_accumulation x processes; larger is smoother, fewer steps.
-    gradient_accumulation: int = 4
+    gradient_accumulation: int | None = None
     seed: int = 42
     # How batches avoid computing on padding. "group_by_length" (default): rows of similar length share a
     # batch with the ordinary attention mask. On 2 CPU cores it was as fast as trl's padding-free mode with
@@ -73,12 +86,15 @@ class TrainConfig:
     qlora: bool = False
     # Recomputes activations in the backward pass: less memory, ~20-30% slower. Rarely needed at 135M.
     gradient_checkpointing: bool = False
-    # Evaluate (and checkpoint) every N optimiser steps; None: at the end of every epoch.
+    # Evaluate (and checkpoint) every N optimiser steps; the best checkpoint by validation loss is kept.
     eval_steps: int | None = None
     # Stop after this many evaluations without improvement of the validation loss; None disables it.
     early_stopping_patience: int | None = 2
     # Cap on optimiser steps (overrides num_epochs when > 0); for tests and smoke runs.
     max_steps: int = -1
+    # Wall-clock cap on the training loop in seconds: the recipe picks fewer epochs to fit it, and the run
+    # stops (keeping the best checkpoint so far) when it is reached anyway. None: no cap.
+    time_budget_s: float | None = None
     warmup_ratio: float = 0.05
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
@@ -127,8 +143,24 @@ class TrainConfig:
             raise ValueError(f"bf16=True but {where} does not support bf16; use bf16='auto' or False")
         return supported
 
-    def validate(self) -> None:
-        """Raise ValueError for an illegal value or combination, before anything is loaded."""
+    def unresolved(self) -> list[str]:
+        """The fields the recipe still has to choose."""
+        return [name for name in AUTO_FIELDS if getattr(self, name) is None]
+
+    def validate(self, resolved: bool = False) -> None:
+        """Raise ValueError for an illegal value or combination, before anything is loaded.
+
+        ``None`` fields (chosen by the recipe) pass unless ``resolved`` is set.
+        """
+        missing = self.unresolved()
+        if resolved and missing:
+            raise ValueError(f"training config fields {missing} are not chosen yet (train() resolves them)")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be positive or None, got {self.time_budget_s!r}")
+        given = replace(self, **{name: _PLACEHOLDER[name] for name in missing})
+        given._validate_values()
+
+    def _validate_values(self) -> None:
         if not isinstance(self.lora_r, int) or self.lora_r < 1:
             raise ValueError(f"lora_r must be a positive integer, got {self.lora_r!r}")
         if not isinstance(self.lora_alpha, (int, float)) or self.lora_alpha <= 0:
@@ -210,6 +242,8 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: str | None = None
+    # The resolved config, why each value was chosen, the data profile and hardware (recipe.Recipe.to_dict()).
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -217,6 +251,7 @@ class TrainResult:
             "metrics": self.metrics,
             "history": self.history,
             "resumed_from": self.resumed_from,
+            "recipe": self.recipe,
         }
 
 
@@ -281,6 +316,44 @@ def _progress_callback(progress: Callable[[dict], None] | None, history: list[di
     return ProgressCallback()
 
 
+def resolve_recipe(
+    cfg: TrainConfig, train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]], base: BaseModel
+) -> Recipe:
+    """The recipe for this split on this machine: ``cfg`` with every ``None`` field chosen, and why."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    profile = profile_rows(train_rows, len(eval_rows), tokenizer)
+    hardware = detect_hardware("cpu" if cfg.device == "cpu" else "auto")
+    limit = getattr(tokenizer, "model_max_length", None)
+    limit = limit if isinstance(limit, int) and limit < 1_000_000 else None
+    return choose_recipe(cfg, profile, hardware, count_parameters(base.path), model_max_length=limit)
+
+
+def _time_budget_callback(budget_s: float):
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stops training once ``budget_s`` seconds have passed, evaluating and saving first so that the
+        best checkpoint (by validation loss) is what the run keeps."""
+
+        def __init__(self) -> None:
+            self.start = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.perf_counter() - self.start >= budget_s:
+                control.should_training_stop = True
+                if args.eval_strategy != "no":
+                    control.should_evaluate = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
+
+
 def _config_digest(cfg: TrainConfig, base: BaseModel) -> dict[str, Any]:
     values = {key: cfg.to_dict()[key] for key in _RESUME_KEYS}
     values["base_template_fingerprint"] = base.template_fingerprint
@@ -299,6 +372,14 @@ def _check_resume(output_dir: Path, digest: dict[str, Any]) -> None:
                 f"{output_dir} holds checkpoints of a run with different {changed}; "
                 "use a new output_dir or delete its checkpoints/"
             )
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    """The optimiser step of a ``checkpoint-<step>`` folder (the one loaded back as the best)."""
+    if not checkpoint:
+        return None
+    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 def _tokens_at(checkpoint: str) -> int:
@@ -341,9 +422,11 @@ def build_trainer(
     """The trl ``SFTTrainer`` for a run: base model + LoRA config + tokenised prompt–completion datasets.
 
     ``train`` is the normal way in; this is public so that tests and notebooks can inspect the prepared
-    datasets (labels) and parameters before training.
+    datasets (labels) and parameters before training. Fields left to the recipe are chosen here too.
     """
-    cfg.validate()
+    if cfg.unresolved():
+        cfg = resolve_recipe(cfg, train_rows, eval_rows, base).config
+    cfg.validate(resolved=True)
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
@@ -413,6 +496,8 @@ def build_trainer(
     callbacks = list(callbacks)
     if early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if cfg.time_budget_s is not None:
+        callbacks.append(_time_budget_callback(cfg.time_budget_s))
 
     trainer = SFTTrainer(
         model=model,
@@ -457,6 +542,9 @@ def train(
         raise ValueError(f"the training split {train_jsonl} has no rows")
     eval_rows = read_split(Path(validation_jsonl)) if validation_jsonl is not None else []
 
+    recipe = resolve_recipe(cfg, train_rows, eval_rows, base)
+    cfg = recipe.config
+    cfg.validate(resolved=True)
     main_process = int(os.environ.get("RANK", "0")) == 0
     digest = _config_digest(cfg, base)
     last_checkpoint = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
@@ -464,7 +552,8 @@ def train(
         _check_resume(output_dir, digest)
     if main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        record = {"config": cfg.to_dict(), "base": base.to_dict(), "resume_digest": digest}
+        record = {"config": cfg.to_dict(), "base": base.to_dict(), "resume_digest": digest,
+                  "recipe": recipe.to_dict()}
         (output_dir / "train_config.json").write_text(json.dumps(record, indent=2))
 
     history: list[dict[str, Any]] = []
@@ -518,6 +607,8 @@ def train(
         "stopped_early": bool(
             early_stopping and cfg.max_steps < 0 and trainer.state.global_step < trainer.state.max_steps
         ),
+        "time_budget_reached": bool(cfg.time_budget_s is not None and runtime >= cfg.time_budget_s),
+        "best_step": _step_of(trainer.state.best_model_checkpoint),
     }
     if trainer.is_world_process_zero():
         trainer.save_model(str(adapter_dir))
@@ -527,13 +618,15 @@ def train(
             "base_source": base.source,
             "template_fingerprint": base.template_fingerprint,
             "config": cfg.to_dict(),
+            "recipe": recipe.to_dict(),
             "metrics": metrics,
             "resumed_from": last_checkpoint,
         }
         (adapter_dir / ADAPTER_INFO).write_text(json.dumps(info, indent=2))
     trainer.accelerator.wait_for_everyone()
     return TrainResult(
-        adapter_dir=adapter_dir, metrics=metrics, history=history, resumed_from=last_checkpoint
+        adapter_dir=adapter_dir, metrics=metrics, history=history, resumed_from=last_checkpoint,
+        recipe=recipe.to_dict(),
     )
 
 
