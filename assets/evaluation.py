@@ -14,6 +14,7 @@ from homegrown.evaluation.evaluate import (
     privacy_material,
 )
 from homegrown.evaluation.gate import GateConfig
+from homegrown.evaluation.judge import LLMJudge
 from homegrown.store import read_parquet
 from homegrown.training.base import embedded_gguf_path
 from resources import MlflowResource, StorageResource, TeacherResource
@@ -24,19 +25,23 @@ class EvalConfig(dg.Config):
 
     max_examples: int = Field(default=0, ge=0, description="Cap on test examples (0: the whole test split).")
     max_tokens: int = Field(default=1024, ge=8, description="Cap on each answer: page (JSON) tasks get all of it, others twice their reference plus 48 tokens, up to it.")
-    fact_accuracy_margin: float = Field(default=0.10, description="Fact accuracy the candidate must gain over base.")
-    hallucination_margin: float = Field(default=0.05, description="Hallucination rate it must shed against base.")
+    fact_accuracy_margin: float = Field(default=0.10, description="Fact accuracy the candidate must gain over base (from the knowledge file, else from the reference answers).")
+    hallucination_margin: float = Field(default=0.05, description="Hallucination rate it must shed against base (never more than the base has).")
+    min_examples: int = Field(default=10, ge=1, description="A metric measured on fewer test examples is not judged (the report says so).")
+    min_improvement: float = Field(default=0.02, ge=0, description="Gain on some quality metric that counts as an improvement when no paired bootstrap is available.")
     champion_tolerance: float = Field(default=0.02, ge=0, description="How far behind the champion any metric may be.")
     min_json_validity: float = Field(default=0.98, ge=0, le=1, description="Hard floor on page JSON validity.")
     max_privacy_leaks: int = Field(default=0, ge=0, description="Hard ceiling on privacy-probe leaks.")
     evaluate_incumbent: bool = Field(default=True, description="Also score the answers the premium API logged.")
+    llm_judge: bool = Field(default=False, description="Ask the teacher API (kind 'openai') whether each text answer is correct against its reference (judge_accuracy).")
 
     def gate_config(self) -> GateConfig:
         return GateConfig(
             margins_over_base={"fact_accuracy": self.fact_accuracy_margin,
                                "hallucination_rate": self.hallucination_margin},
             champion_tolerance=self.champion_tolerance, min_json_validity=self.min_json_validity,
-            max_privacy_leaks=self.max_privacy_leaks,
+            max_privacy_leaks=self.max_privacy_leaks, min_examples=self.min_examples,
+            min_improvement=self.min_improvement,
         )
 
 
@@ -44,7 +49,8 @@ class EvalConfig(dg.Config):
     group_name="evaluation", kinds={"html"}, deps=["quantized_model", "dataset_splits"],
     check_specs=[dg.AssetCheckSpec(
         "promotion_gate", asset="eval_report", blocking=True,
-        description="The candidate beats the base by the configured margins, keeps up with the champion, "
+        description="The candidate beats the base by the configured margins on every metric measured on "
+                    "enough examples, improves on at least one quality metric, keeps up with the champion, "
                     "and passes JSON validity and the privacy probe.")],
 )
 def eval_report(
@@ -62,27 +68,43 @@ def eval_report(
     examples = load_test_examples(splits["paths"]["test"]["parquet"], config.max_examples or None)
     interactions = load_interactions(raw["db_path"])
     attach_logged_answers(examples, interactions)
-    pii, opted_out_texts = privacy_material(interactions, set(raw.get("opted_out_orgs", [])))
+    knowledge_path = teacher.knowledge_path()
+    pii, opted_out_texts, public_texts = privacy_material(
+        interactions, set(raw.get("opted_out_orgs", [])), knowledge_path=knowledge_path)
 
     models = {"base": str(embedded_gguf_path()) if adapter["base_model"] == "smollm2-135m-instruct"
-              else adapter["base_path"], "candidate": quantized["gguf"]["q4_k_m"]}
+              else adapter["base_path"], "candidate": quantized["gguf"][quantized.get("deploy", "q4_k_m")]}
     champion = tracker.alias_version("champion")
     champion_name = None
-    if champion and champion["tags"].get("gguf_q4_k_m") and Path(champion["tags"]["gguf_q4_k_m"]).exists() \
+    champion_gguf = champion and (champion["tags"].get("gguf_deploy") or champion["tags"].get("gguf_q4_k_m"))
+    if champion_gguf and Path(champion_gguf).exists() \
             and str(champion["version"]) != str(quantized["model_version"]):
         champion_name = f"champion-v{champion['version']}"
-        models[champion_name] = champion["tags"]["gguf_q4_k_m"]
+        models[champion_name] = champion_gguf
     if config.evaluate_incumbent:
         models["incumbent"] = "incumbent"
 
+    judge = None
+    if config.llm_judge:
+        settings = teacher.settings()
+        if settings is None:
+            raise ValueError("llm_judge needs the teacher resource to point at an OpenAI-compatible API "
+                             "(kind='openai' and base_url)")
+        judge = LLMJudge.from_teacher(settings)
+
     scored = read_parquet(artifacts.require_latest("scored_dataset")["path"])
     out_dir = artifacts.stage_dir("eval_report", f"v{quantized['model_version']}")
-    outcome = evaluate_models(
-        models, examples, out_dir, knowledge_path=teacher.knowledge_path(), candidate="candidate", base="base",
-        champion=champion_name, gate_config=config.gate_config(), pii_strings=pii, opted_out_texts=opted_out_texts,
-        loss_history=adapter.get("history"), score_distribution=scored["score"].dropna().tolist(),
-        max_tokens=config.max_tokens,
-    )
+    try:
+        outcome = evaluate_models(
+            models, examples, out_dir, knowledge_path=knowledge_path, candidate="candidate", base="base",
+            champion=champion_name, gate_config=config.gate_config(), pii_strings=pii,
+            opted_out_texts=opted_out_texts, public_texts=public_texts,
+            loss_history=adapter.get("history"), score_distribution=scored["score"].dropna().tolist(),
+            max_tokens=config.max_tokens, judge=judge,
+        )
+    finally:
+        if judge is not None:
+            judge.close()
     decision = outcome.decision
 
     with stage_run(context, tracker, "eval_report") as run:
@@ -100,7 +122,7 @@ def eval_report(
     artifacts.record_latest("eval_report", {
         "report": outcome.report["html"], "markdown": outcome.report["markdown"],
         "metrics": outcome.headlines, "promoted": bool(decision.passed), "gate": decision.to_dict(),
-        "model_version": quantized["model_version"], "candidate_gguf": quantized["gguf"]["q4_k_m"],
+        "model_version": quantized["model_version"], "candidate_gguf": models["candidate"],
     })
     markdown = Path(outcome.report["markdown"]).read_text()
     plots = {f"plot_{Path(p).stem}": dg.MetadataValue.path(str(p)) for p in outcome.report.get("plots", [])}
@@ -112,5 +134,6 @@ def eval_report(
             check_name="promotion_gate", passed=bool(decision.passed),
             description=decision.summary(),
             metadata={"failures": dg.MetadataValue.json(decision.failures),
+                      "not_judged": dg.MetadataValue.json(decision.notes),
                       "candidate": dg.MetadataValue.json(outcome.headlines["candidate"])})],
     )

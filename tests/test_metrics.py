@@ -14,7 +14,20 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from homegrown.evaluation.facts import KnowledgeFacts, extract_facts
+from homegrown.evaluation.facts import (
+    KnowledgeFacts,
+    extract_contacts,
+    extract_dates,
+    extract_facts,
+    extract_names,
+    extract_prices,
+    extract_quantities,
+    extract_times,
+    extract_weekdays,
+    parse_number,
+    reference_fact_score,
+    reference_facts,
+)
 from homegrown.evaluation.metrics import (
     bootstrap_ci,
     evaluate_answers,
@@ -77,6 +90,156 @@ def _page(*types: str) -> dict:
 ])
 def test_extract_facts(text, expected):
     assert extract_facts(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # English / US
+    ("$60 per adult", {"$60"}),
+    ("60 dollars, 60 USD, USD 60", {"$60"}),
+    ("a $1.5k budget", {"$1500"}),
+    # German / euro
+    ("Ein Brot kostet 12,50 € und ein Brötchen 0,55 €", {"€12.5", "€0.55"}),
+    ("€12.50", {"€12.5"}),
+    ("12.50 EUR", {"€12.5"}),
+    ("EUR 12,50 oder 12 Euro", {"€12.5", "€12"}),
+    ("Torte ab 1.200,00 €", {"€1200"}),
+    # French
+    ("le croissant est à 1,20 € et la baguette à 1,10 euros", {"€1.2", "€1.1"}),
+    # UK
+    ("£8 per head, 12 pounds for two", {"£8", "£12"}),
+    ("GBP 8.50", {"£8.5"}),
+    # Swiss
+    ("CHF 9.- pro Stück", {"CHF 9"}),
+    ("Fr. 9.50 oder 12 CHF", {"CHF 9.5", "CHF 12"}),
+    ("1'200.50 CHF", {"CHF 1200.5"}),
+    # no currency, no price
+    ("It costs 12.50.", set()),
+])
+def test_extract_prices_in_every_locale(text, expected):
+    assert extract_prices(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("minimum 15 guests, fifteen people", {"15 guests"}),
+    ("ab 15 Personen, für zwanzig Gäste", {"15 guests", "20 guests"}),
+    ("jusqu'à 15 personnes, quinze convives", {"15 guests"}),
+    ("3 heures à l'avance, 2 jours ouvrés", {"3 hours", "2 business days"}),
+    ("1,5 Stunden, 2 Werktage, 3 Tage, 2 Wochen", {"1.5 hours", "2 business days", "3 days", "2 weeks"}),
+    ("20 %, 20 Prozent, 20 pour cent, 20% and 20 percent", {"20%"}),
+    ("500 g Mehl, 1 kg Brot, 10 Stück, 12 pièces, 6 pieces", {"500 g", "1 kg", "10 pieces", "12 pieces", "6 pieces"}),
+    ("within 5 km, 3 miles", {"5 km", "3 miles"}),
+    ("one kind of cake, minimum order", set()),
+])
+def test_extract_quantities_in_every_locale(text, expected):
+    assert extract_quantities(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("open 7:00-18:30", {"time:07:00", "time:18:30"}),
+    ("from 6 pm, until 10:30 p.m., at 7am", {"time:18:00", "time:22:30", "time:07:00"}),
+    ("12pm-10pm every day; 12 am", {"time:12:00", "time:22:00", "time:00:00"}),
+    ("bis 18 Uhr, ab 6.30 Uhr, 19:15 Uhr", {"time:18:00", "time:06:30", "time:19:15"}),
+    ("ouvert de 7h30 à 19h, 18 h 45", {"time:07:30", "time:19:00", "time:18:45"}),
+    ("12.50 each, 3 hours", set()),
+])
+def test_extract_times(text, expected):
+    assert extract_times(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("on 12 March 2026", {"date:2026-03-12"}),
+    ("March 12th; the 12th of March", {"date:03-12"}),
+    ("am 12. März, am 24.12.2026", {"date:03-12", "date:2026-12-24"}),
+    ("le 1er mai, le 14 juillet 2026", {"date:05-01", "date:2026-07-14"}),
+    ("2026-05-12", {"date:2026-05-12"}),
+    ("05/12/2026 or 12/25/2026", {"date:2026-12-05", "date:2026-12-25"}),
+    ("May we help? 24/7 service", set()),
+])
+def test_extract_dates(text, expected):
+    assert extract_dates(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Monday to Saturday, closed Sundays", {"weekday:mon", "weekday:sat", "weekday:sun"}),
+    ("Montag bis Freitag, sonntags geschlossen", {"weekday:mon", "weekday:fri", "weekday:sun"}),
+    ("du mardi au samedi, fermé le lundi", {"weekday:tue", "weekday:sat", "weekday:mon"}),
+])
+def test_extract_weekdays(text, expected):
+    assert extract_weekdays(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Call 030 1234567 or +49 151 2345 6789", {"phone:0301234567", "phone:4915123456789"}),
+    ("Write to Info@Baeckerei-Sonne.de.", {"email:info@baeckerei-sonne.de"}),
+    ("We will call you on [PHONE] and write to [EMAIL_2].", {"placeholder:PHONE", "placeholder:EMAIL"}),
+    ("order 12 items on 24.12.2026", set()),
+])
+def test_extract_contacts(text, expected):
+    assert extract_contacts(text) == expected
+
+
+@pytest.mark.parametrize(("reference", "question", "expected"), [
+    # English: a capitalised word or phrase inside a sentence is a name; the sentence's first word is not.
+    ("Yes, our Sourdough Rye and the Pain au Chocolat are baked daily.", "",
+     {"name:sourdough rye", "name:pain au chocolat"}),
+    ("We deliver to Oakland. Walnut Creek too. Our Black Forest Cake is vegan.", "",
+     {"name:oakland", "name:walnut creek", "name:black forest cake"}),
+    # German capitalises every noun: single nouns count only when the question names them too.
+    ("Ja, Dinkelbrot gibt es jeden Tag. Die Bestellung bitte bis 18 Uhr.", "Habt ihr Dinkelbrot?",
+     {"name:dinkelbrot"}),
+    ("Wir backen Schwarzwälder Kirschtorte auf Bestellung.", "", {"name:schwarzwälder kirschtorte"}),
+    # French, and a question's product the reference repeats in lower case.
+    ("Oui, nos croissants au beurre sont faits maison.", "Vous avez des Croissants ?", {"name:croissants"}),
+    ("Hi! I'm happy to help on Monday.", "", set()),
+    # units, currencies and a question's sentence-initial word are no names
+    ("Die Torte reicht für 12 Personen.", "Für wie viele Personen reicht die Torte?", {"name:torte"}),
+])
+def test_extract_names(reference, question, expected):
+    assert extract_names(reference, question) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("1,200.00", "1200"), ("1.200,00", "1200"), ("1'200", "1200"), ("12,50", "12.5"), ("12.50", "12.5"),
+    ("0,55", "0.55"), ("fünfzehn", "15"), ("quinze", "15"), ("100", "100"), ("0", "0"),
+])
+def test_parse_number(raw, expected):
+    assert parse_number(raw) == expected
+
+
+@pytest.mark.parametrize(("answer", "reference", "score"), [
+    # all stated, in other words and another notation
+    ("Das Dinkelbrot kostet 4,50 Euro, Abholung ab 7 Uhr.", "Dinkelbrot: 4,50 €, abholbereit ab 07:00 Uhr.", 1.0),
+    # one of two stated
+    ("It's €4.50.", "Our Sourdough Rye is €4.50; we open at 7 am.", 1 / 3),
+    # a price stated, but another price contradicts the reference: 1 / (2 + 1)
+    ("€4.50, or €5 on Sundays", "€4.50 each, order by 6 pm", 1 / 3),
+    # nothing stated
+    ("We have lovely bread!", "Our Sourdough Rye is €4.50.", 0.0),
+    # a different weekday is no contradiction; a different time is
+    ("Open Monday and Tuesday from 8:00", "Open Monday from 8:00", 1.0),
+    ("Open Monday from 9:00", "Open Monday from 8:00", 1 / 3),
+    # placeholders are facts like any other
+    ("We'll call you at [PHONE].", "We will call you back at [PHONE].", 1.0),
+])
+def test_reference_fact_score(answer, reference, score):
+    assert reference_fact_score(answer, reference).score == pytest.approx(score)
+
+
+def test_reference_fact_score_without_facts_and_with_the_question():
+    assert reference_fact_score("anything", "Happy to help!").score is None
+    scored = reference_fact_score("Ja, haben wir.", "Ja, Dinkelbrot gibt es täglich.", "Habt ihr Dinkelbrot?")
+    assert scored.score == 0.0 and scored.missed == {"name:dinkelbrot"}
+    assert reference_facts("Ja, Dinkelbrot gibt es täglich.", "Habt ihr Dinkelbrot?") == {"name:dinkelbrot"}
+
+
+def test_knowledge_file_in_euros(tmp_path):
+    path = tmp_path / "knowledge.json"
+    path.write_text(json.dumps({"currency": "EUR", "prices": {"loaf": 4.5}, "menu_items": ["Dinkelbrot"]}))
+    facts = KnowledgeFacts.from_file(path)
+    assert {"€4.5", "item:dinkelbrot"} <= facts.facts
+    path.write_text(json.dumps({"currency": "XYZ"}))
+    with pytest.raises(ValueError, match="unknown currency"):
+        KnowledgeFacts.from_file(path)
 
 
 def test_knowledge_menu_aliases_and_not_offered(knowledge):
@@ -455,7 +618,8 @@ def test_run_model_against_an_openai_compatible_endpoint(openai_compatible_serve
     assert [r["body"]["model"] for r in requests] == ["homegrown-candidate"] * 2
     assert requests[0]["body"]["max_tokens"] == 32 and requests[0]["body"]["temperature"] == 0.0
     assert requests[0]["authorization"] == "Bearer env-key"
-    assert requests[1]["body"]["messages"] == render_prompt(SPLIT[3])
+    assert requests[1]["body"]["messages"] == SPLIT[3]["messages"][:-1]
+    assert requests[1]["body"]["tools"] == TOOLS
 
     run_model(url, SPLIT[:1], api_key="given-key")
     assert requests[-1]["authorization"] == "Bearer given-key"

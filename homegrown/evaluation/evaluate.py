@@ -12,7 +12,14 @@ from typing import Any
 import pandas as pd
 
 from homegrown.evaluation.facts import KnowledgeFacts
-from homegrown.evaluation.gate import GateConfig, GateDecision, privacy_probe, promotion_decision
+from homegrown.evaluation.gate import (
+    GateConfig,
+    GateDecision,
+    ProbeValue,
+    is_public,
+    privacy_probe,
+    promotion_decision,
+)
 from homegrown.evaluation.metrics import EvalResult, evaluate_answers, paired_bootstrap_diff
 from homegrown.evaluation.report import write_report
 from homegrown.evaluation.runner import INCUMBENT, INCUMBENT_KEY, chat_fn, latency_summary, run_model
@@ -78,17 +85,22 @@ def evaluate_models(
     base: str | None = None,
     champion: str | None = None,
     gate_config: GateConfig | None = None,
-    pii_strings: list[str] | None = None,
-    opted_out_texts: list[str] | None = None,
+    pii_strings: list[str | ProbeValue] | None = None,
+    opted_out_texts: list[str | ProbeValue] | None = None,
+    public_texts: list[str] | None = None,
     loss_history: list[dict] | None = None,
     score_distribution: list[float] | None = None,
     max_tokens: int = 1024,
     api_key: str | None = None,
+    judge: Any = None,
 ) -> EvalOutcome:
     """Answer ``examples`` with every model in ``models`` (name -> spec), score, gate and report.
 
     ``candidate``/``base``/``champion`` name entries of ``models``; without a candidate and a base there is
-    no gate. The privacy probe runs against the candidate when PII strings or opted-out texts are given.
+    no gate. The privacy probe runs against the candidate when PII strings or opted-out texts are given;
+    ``public_texts`` are the business's own published data, whose values are no leak (see
+    ``privacy_material``). Without a knowledge file fact accuracy comes from the reference answers.
+    ``judge``: an optional ``LLMJudge`` that grades every text answer (``judge_accuracy``).
     """
     if not examples:
         raise ValueError("no test examples to evaluate on")
@@ -103,7 +115,7 @@ def evaluate_models(
                 continue
         log.info("evaluating %s (%s) on %d examples", name, spec, len(subset))
         answers = run_model(spec, subset, max_tokens=max_tokens, api_key=api_key)
-        result = evaluate_answers(subset, [a.text for a in answers], knowledge)
+        result = evaluate_answers(subset, [a.text for a in answers], knowledge, judge=judge)
         result.performance.update(latency_summary(answers))
         results[name] = result
         headlines[name] = {**result.headline(), "examples": len(subset)}
@@ -112,7 +124,8 @@ def evaluate_models(
     if candidate and (pii_strings or opted_out_texts):
         generate, close = chat_fn(models[candidate], max_tokens=96, api_key=api_key)
         try:
-            probe = privacy_probe(generate, pii_strings or [], opted_out_texts or [])
+            probe = privacy_probe(generate, pii_strings or [], opted_out_texts or [],
+                                  public_texts=public_texts or [])
         finally:
             close()
         headlines[candidate]["privacy_leaks"] = len(probe["leaks"])
@@ -122,8 +135,9 @@ def evaluate_models(
         config = gate_config or GateConfig(require_privacy_probe=bool(pii_strings or opted_out_texts))
         diffs = (paired_differences(results[candidate], results[champion], config.champion_metrics)
                  if champion and champion in results else None)
+        base_diffs = paired_differences(results[candidate], results[base], config.improvement_metrics)
         decision = promotion_decision(headlines[candidate], headlines[base],
-                                      headlines.get(champion) if champion else None, config, diffs)
+                                      headlines.get(champion) if champion else None, config, diffs, base_diffs)
 
     extras: dict[str, Any] = {}
     if loss_history:
@@ -132,11 +146,15 @@ def evaluate_models(
         extras["score_distribution"] = score_distribution
     if decision is not None:
         extras["gate"] = decision
+    if probe:
+        extras["privacy"] = probe
     out_dir.mkdir(parents=True, exist_ok=True)
     report = write_report(results, out_dir, extras)
     (out_dir / "summary.json").write_text(json.dumps(
         {"headlines": headlines, "gate": decision.to_dict() if decision else None,
-         "privacy": {"prompts": len(probe.get("prompts", [])), "leaks": len(probe.get("leaks", []))}},
+         "fact_source": {name: result.fact_source for name, result in results.items()},
+         "privacy": {"prompts": len(probe.get("prompts", [])), "leaks": probe.get("leaks", []),
+                     "public_values_left_out": len(probe.get("public", []))}},
         indent=2, default=str))
     return EvalOutcome(results=results, headlines=headlines, decision=decision, report=report, privacy=probe)
 
@@ -157,24 +175,85 @@ def paired_differences(
     return out
 
 
-def privacy_material(interactions: pd.DataFrame, opted_out_orgs: set[str], limit: int = 40) -> tuple[list[str], list[str]]:
-    """PII strings seen in the raw logs' user messages, and opening texts of opted-out conversations."""
+# Kinds of data a business publishes about itself (its phone, e-mail, shop address, staff names; also
+# product names a name detector mistakes for people's). Card numbers never are.
+_PUBLISHABLE_KINDS = frozenset({"PHONE", "EMAIL", "ADDRESS", "PERSON_NAME"})
+
+
+def privacy_material(
+    interactions: pd.DataFrame,
+    opted_out_orgs: set[str],
+    limit: int = 40,
+    knowledge_path: str | Path | None = None,
+    min_public_conversations: int = 3,
+) -> tuple[list[ProbeValue], list[ProbeValue], list[str]]:
+    """What the privacy probe asks the model to repeat, and what is the business's own public data.
+
+    Returns ``(pii, opted_out, public_texts)``: PII values found in the raw logs' user messages
+    (e-mails, phones, names, cards, addresses; up to ``limit`` personal ones), each with the interaction
+    it came from; the
+    opening user messages of opted-out organisations' conversations; and the texts that make a value
+    public rather than personal: the knowledge file, the system prompts, and every phone number, e-mail,
+    street address or name that the assistant itself volunteered (the customer had not written it in
+    that conversation) in at least ``min_public_conversations`` distinct conversations. A business's own
+    phone number or address, given to many customers, is published information; a customer's number or
+    name repeated back to that customer is not, however often that customer writes. Card numbers are
+    never public. ``privacy_probe`` does not probe for a value found in a public text, and reports it.
+    """
     from homegrown.data.anonymise import find_pii
 
-    pii: list[str] = []
+    if min_public_conversations < 1:
+        raise ValueError(f"min_public_conversations must be at least 1, got {min_public_conversations}")
+    public_texts: list[str] = []
+    if knowledge_path and Path(knowledge_path).exists():
+        public_texts.append(Path(knowledge_path).read_text(encoding="utf-8"))
+    ids = list(interactions["id"])
+    conversation_ids = [c or i for c, i in zip(interactions["conversation_id"], ids)] \
+        if "conversation_id" in interactions else ids
+    said: dict[str, dict[str, list[str]]] = {}
+    system_prompts: set[str] = set()
+    for conversation, messages in zip(conversation_ids, interactions["messages"]):
+        for message in messages or []:
+            role, content = message.get("role"), message.get("content") or ""
+            if role in ("user", "assistant") and content:
+                said.setdefault(str(conversation), {"user": [], "assistant": []})[role].append(content)
+            elif role == "system" and content:
+                system_prompts.add(content)
+    public_texts += sorted(system_prompts)
+    turns = [("\n".join(by_role["user"]), "\n".join(by_role["assistant"])) for by_role in said.values()]
+
+    def volunteered_widely(value: str) -> bool:
+        """The assistant gave ``value`` in enough conversations where the customer had not given it."""
+        seen = 0
+        for user_text, assistant_text in turns:
+            if is_public(value, [assistant_text]) and not is_public(value, [user_text]):
+                seen += 1
+                if seen >= min_public_conversations:
+                    return True
+        return False
+
+    personal: list[ProbeValue] = []
+    public: list[ProbeValue] = []
     seen: set[str] = set()
-    opted: list[str] = []
-    for org, messages in zip(interactions["org_id"], interactions["messages"]):
+    opted: list[ProbeValue] = []
+    for interaction_id, org, messages in zip(ids, interactions["org_id"], interactions["messages"]):
         users = [m.get("content") or "" for m in messages or [] if m.get("role") == "user"]
         if org in opted_out_orgs:
             if users and len(opted) < limit:
-                opted.append(users[0])
+                opted.append(ProbeValue(users[0], "OPTED_OUT", f"interaction {interaction_id} (opted-out org {org})"))
             continue
         for text in users:
             for span in find_pii(text):
-                if span.kind in ("EMAIL", "PHONE", "PERSON_NAME", "CARD_NUMBER", "ADDRESS") and span.text not in seen:
-                    seen.add(span.text)
-                    pii.append(span.text)
-        if len(pii) >= limit and len(opted) >= limit:
+                if span.kind not in ("EMAIL", "PHONE", "PERSON_NAME", "CARD_NUMBER", "ADDRESS") or span.text in seen:
+                    continue
+                seen.add(span.text)
+                if len(personal) >= limit:
+                    continue
+                value = ProbeValue(span.text, span.kind, f"interaction {interaction_id}, user message")
+                if span.kind in _PUBLISHABLE_KINDS and volunteered_widely(span.text):
+                    public.append(value)
+                else:
+                    personal.append(value)
+        if len(personal) >= limit and len(opted) >= limit:
             break
-    return pii[:limit], opted[:limit]
+    return personal + public, opted, public_texts + [value.text for value in public]

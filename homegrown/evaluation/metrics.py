@@ -19,16 +19,25 @@ from typing import Any
 
 import numpy as np
 
-from homegrown.evaluation.facts import KnowledgeFacts, extract_facts, extract_items, extract_prices
+from homegrown.evaluation.facts import (
+    KnowledgeFacts,
+    extract_facts,
+    extract_items,
+    extract_prices,
+    reference_fact_score,
+)
 
 HEADLINE_METRICS: tuple[str, ...] = (
     "fact_accuracy", "hallucination_rate", "token_f1", "rouge_l", "json_validity", "tool_exact_match",
-    "refusal_rate",
+    "refusal_rate", "judge_accuracy",
 )
 # Metrics where a smaller value is better; everything else is "higher is better".
 LOWER_IS_BETTER: frozenset[str] = frozenset({
     "hallucination_rate", "refusal_rate", "latency_p50_s", "latency_p95_s", "privacy_leaks",
 })
+# Where fact accuracy's facts come from: the business's knowledge file, or the reference answers alone.
+FACTS_FROM_KNOWLEDGE = "knowledge"
+FACTS_FROM_REFERENCE = "reference"
 JSON_EXAMPLE_TYPES: frozenset[str] = frozenset({"page_generation", "section_edit"})
 TOOL_EXAMPLE_TYPES: frozenset[str] = frozenset({"tool_invocation"})
 
@@ -90,9 +99,18 @@ def _extract(text: str, knowledge: KnowledgeFacts | None) -> set[str]:
     return knowledge.extract(text) if knowledge is not None else extract_facts(text)
 
 
-def fact_accuracy(pred: str, ref: str, facts: KnowledgeFacts | None = None) -> float | None:
-    """Share of the reference's facts (prices, quantities, menu items) that the answer states too;
-    ``None`` when the reference states none. ``facts`` supplies the business's menu names."""
+def fact_accuracy(pred: str, ref: str, facts: KnowledgeFacts | None = None, question: str = "") -> float | None:
+    """How much of what the reference states the answer states too; ``None`` when the reference states
+    nothing checkable.
+
+    With the business's knowledge (``facts``): the share of the reference's prices, quantities and menu
+    items that the answer states (invented ones are ``hallucination``'s business). Without it: reference
+    fact accuracy, ``facts.reference_fact_score``: every checkable token of the reference (prices, numbers
+    with units, times, dates, weekdays, contacts, placeholders, names) must be stated and none
+    contradicted; ``question`` is the customer message the reference answers (names it mentions count).
+    """
+    if facts is None:
+        return reference_fact_score(pred, ref, question).score
     ref_facts = _extract(ref, facts)
     if not ref_facts:
         return None
@@ -297,7 +315,7 @@ def tool_call_metrics(pred: Any, ref: Any, tools: list | None = None) -> dict[st
     pred_call = parse_tool_call(pred)
     if pred_call is None:
         return {"parsed": False, "right_tool": False, "exact_args": False, "arg_accuracy": 0.0,
-                "schema_valid": False if tools else None}
+                "args_json": False, "schema_valid": False if tools else None}
     right_tool = pred_call["name"] == ref_call["name"]
     ref_args = ref_call["arguments"] or {}
     pred_args = pred_call["arguments"]
@@ -316,7 +334,7 @@ def tool_call_metrics(pred: Any, ref: Any, tools: list | None = None) -> dict[st
         openai_call = {"type": "function", "function": {"name": pred_call["name"], "arguments": pred_args}}
         schema_valid = pred_args is not None and not validate_tool_call(openai_call, tools)
     return {"parsed": True, "right_tool": right_tool, "exact_args": exact, "arg_accuracy": arg_accuracy,
-            "schema_valid": schema_valid}
+            "args_json": pred_args is not None, "schema_valid": schema_valid}
 
 
 # ---------------------------------------------------------------------------------------------- CIs
@@ -423,24 +441,41 @@ class EvalResult:
     rows: list[dict[str, Any]]
     aggregates: dict[str, dict[str, dict[str, float]]]  # group -> metric -> {mean, lo, hi, n}
     performance: dict[str, float] = field(default_factory=dict)
+    fact_source: str = FACTS_FROM_REFERENCE
 
     def headline(self) -> dict[str, float | None]:
         """Overall headline metrics (and latency when measured): the numbers the promotion gate reads.
-        A metric no example measured is ``None``."""
+        A metric no example measured is ``None``; ``<metric>_n`` says on how many examples each one was
+        measured (0 when none), so the gate can tell a metric it cannot estimate."""
         overall = self.aggregates.get("overall", {})
-        out: dict[str, float | None] = {m: overall[m]["mean"] if m in overall else None
-                                        for m in HEADLINE_METRICS}
+        out: dict[str, float | None] = {}
+        for metric in HEADLINE_METRICS:
+            out[metric] = overall[metric]["mean"] if metric in overall else None
+            out[f"{metric}_n"] = int(overall[metric]["n"]) if metric in overall else 0
         out.update(self.performance)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"headline": self.headline(), "aggregates": self.aggregates, "performance": self.performance,
-                "rows": self.rows}
+        return {"headline": self.headline(), "fact_source": self.fact_source, "aggregates": self.aggregates,
+                "performance": self.performance, "rows": self.rows}
 
 
-def _row_metrics(example: dict[str, Any], answer: str, knowledge: KnowledgeFacts | None) -> dict[str, Any]:
+def _question(example: dict[str, Any]) -> str:
+    """The last user message before the reference answer ("" when there is none)."""
+    messages = example.get("messages")
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    for message in reversed(list(messages or [])[:-1]):
+        if message.get("role") == "user":
+            return message.get("content") or ""
+    return ""
+
+
+def _row_metrics(example: dict[str, Any], answer: str, knowledge: KnowledgeFacts | None,
+                 judge: Any = None) -> dict[str, Any]:
     """One example's metrics. Refusal applies to every task; tool tasks get the tool-call metrics, page
-    tasks the JSON metrics, and text answers token F1, ROUGE-L, fact accuracy and hallucination."""
+    tasks the JSON metrics, and text answers token F1, ROUGE-L, fact accuracy, hallucination and, with
+    a ``judge``, the judge's verdict."""
     reference = reference_message(example)
     ref_text = reference.get("content") or ""
     kind = task_kind(example)
@@ -456,7 +491,7 @@ def _row_metrics(example: dict[str, Any], answer: str, knowledge: KnowledgeFacts
         row["reference"] = json.dumps(parse_tool_call(ref_for_tools))
         tool = tool_call_metrics(answer, ref_for_tools, example_tools(example))
         row.update({"tool_exact_match": float(tool["exact_args"]), "tool_right_tool": float(tool["right_tool"]),
-                    "tool_arg_accuracy": tool["arg_accuracy"]})
+                    "tool_arg_accuracy": tool["arg_accuracy"], "tool_args_valid_json": float(tool["args_json"])})
         if tool["schema_valid"] is not None:
             row["tool_schema_valid"] = float(tool["schema_valid"])
         return row
@@ -468,15 +503,26 @@ def _row_metrics(example: dict[str, Any], answer: str, knowledge: KnowledgeFacts
         return row
     row["token_f1"] = token_f1(answer, ref_text)
     row["rouge_l"] = rouge_l(answer, ref_text)
-    row["fact_accuracy"] = fact_accuracy(answer, ref_text, knowledge)
+    if knowledge is not None:
+        row["fact_accuracy"] = fact_accuracy(answer, ref_text, knowledge)
+    else:
+        scored = reference_fact_score(answer, ref_text, _question(example))
+        row["fact_accuracy"] = scored.score
+        if scored.score is not None:
+            row["facts_missed"] = sorted(scored.missed)
+            row["facts_contradicted"] = sorted(scored.contradicted)
     invented = hallucinated_facts(answer, ref_text, knowledge)
     row["hallucination_rate"] = float(bool(invented))
     row["hallucinated"] = sorted(invented)
+    if judge is not None:
+        verdict = judge.judge(_question(example), ref_text, answer)
+        row["judge_accuracy"] = None if verdict.correct is None else float(verdict.correct)
+        row["judge_reason"] = verdict.reason
     return row
 
 
 _AGGREGATED = HEADLINE_METRICS + (
-    "tool_right_tool", "tool_arg_accuracy", "tool_schema_valid", "json_parses", "section_type_accuracy",
+    "tool_right_tool", "tool_arg_accuracy", "tool_args_valid_json", "tool_schema_valid", "json_parses", "section_type_accuracy",
 )
 
 
@@ -497,8 +543,14 @@ def evaluate_answers(
     knowledge: KnowledgeFacts | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    judge: Any = None,
 ) -> EvalResult:
     """Score each answer against its example's reference and aggregate per example type and overall.
+
+    ``knowledge``: the business's knowledge file, which fact accuracy and hallucination then check
+    against; without it fact accuracy is reference fact accuracy (see ``fact_accuracy``).
+    ``judge``: an ``LLMJudge``; with it every text answer also gets the judge's verdict
+    (``judge_accuracy``; a reply with no readable verdict leaves the example out of that metric).
 
     ``answers`` are strings or runner ``Answer`` objects (whose latency and token counts then fill
     ``performance``). An answer of ``None`` is scored as the empty answer.
@@ -511,7 +563,7 @@ def evaluate_answers(
         texts.append("" if text is None else str(text))
     rows = []
     for index, (example, text) in enumerate(zip(examples, texts)):
-        row = _row_metrics(example, text, knowledge)
+        row = _row_metrics(example, text, knowledge, judge)
         row["index"] = index
         rows.append(row)
     aggregates = {"overall": _aggregate(rows, n_boot, seed)}
@@ -522,4 +574,5 @@ def evaluate_answers(
         from homegrown.evaluation.runner import latency_summary
 
         performance = latency_summary(list(answers))
-    return EvalResult(rows=rows, aggregates=aggregates, performance=performance)
+    return EvalResult(rows=rows, aggregates=aggregates, performance=performance,
+                      fact_source=FACTS_FROM_KNOWLEDGE if knowledge is not None else FACTS_FROM_REFERENCE)

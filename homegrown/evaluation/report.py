@@ -18,7 +18,13 @@ from jinja2 import Environment, select_autoescape
 from matplotlib.figure import Figure
 
 from homegrown.evaluation.gate import GateDecision
-from homegrown.evaluation.metrics import HEADLINE_METRICS, LOWER_IS_BETTER, EvalResult
+from homegrown.evaluation.metrics import (
+    FACTS_FROM_KNOWLEDGE,
+    FACTS_FROM_REFERENCE,
+    HEADLINE_METRICS,
+    LOWER_IS_BETTER,
+    EvalResult,
+)
 
 WORST_PER_MODEL = 5
 
@@ -37,7 +43,16 @@ img { max-width: 100%; }
 {% if gate %}
 <h2>Promotion gate: <span class="{{ 'pass' if gate.passed else 'fail' }}">{{ 'passed' if gate.passed else 'blocked' }}</span></h2>
 {% if gate.failures %}<ul>{% for f in gate.failures %}<li class="fail">{{ f }}</li>{% endfor %}</ul>{% endif %}
+{% if gate.notes %}<p>Not judged:</p><ul>{% for n in gate.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 {% endif %}
+{% if privacy %}
+<h2>Privacy probe: {{ privacy.leaks|length }} leak(s) in {{ privacy.prompts|length }} prompts</h2>
+{% if privacy.public %}<p>{{ privacy.public|length }} value(s) left out as the business's own public data.</p>{% endif %}
+{% if privacy.leaks %}<table><tr><th>prompt</th><th>answer</th><th>leaked value</th><th>kind</th><th>found in</th></tr>
+{% for leak in privacy.leaks %}{% for src in leak.sources %}<tr><td>{{ leak.prompt }}</td><td><pre>{{ leak.answer }}</pre></td>
+<td>{{ src.value }}</td><td>{{ src.kind }}</td><td>{{ src.source }}</td></tr>{% endfor %}{% endfor %}</table>{% endif %}
+{% endif %}
+<p>{{ fact_note }}</p>
 <h2>Headline metrics (mean [95% CI], n)</h2>
 <table><tr><th>metric</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for row in metric_rows %}<tr><td>{{ row.metric }}{% if row.lower %} (lower is better){% endif %}</td>
@@ -157,6 +172,10 @@ def _badness(row: dict[str, Any]) -> tuple[float, str]:
         score += 1 - row["fact_accuracy"]
         if row["fact_accuracy"] < 1:
             reasons.append(f"fact accuracy {row['fact_accuracy']:.2f}")
+        if row.get("facts_missed"):
+            reasons.append("missed " + ", ".join(row["facts_missed"]))
+        if row.get("facts_contradicted"):
+            reasons.append("contradicted by " + ", ".join(row["facts_contradicted"]))
     if row.get("token_f1") is not None:
         score += 1 - row["token_f1"]
     return score, "; ".join(reasons) or f"token F1 {row.get('token_f1', 0):.2f}"
@@ -172,7 +191,30 @@ def _worst(results: dict[str, EvalResult], per_model: int) -> list[dict[str, Any
     return worst
 
 
-def _markdown(results: dict[str, EvalResult], gate: GateDecision | None) -> str:
+def _fact_note(results: dict[str, EvalResult]) -> str:
+    sources = {r.fact_source for r in results.values()}
+    if sources == {FACTS_FROM_KNOWLEDGE}:
+        return "fact_accuracy: facts from the business's knowledge file."
+    if sources == {FACTS_FROM_REFERENCE}:
+        return ("fact_accuracy: reference fact accuracy (no knowledge file): the reference answer's prices, "
+                "numbers, times, dates, contacts and names, stated and none contradicted.")
+    return "fact_accuracy: " + ", ".join(f"{m} from {r.fact_source}" for m, r in results.items())
+
+
+def _privacy_lines(privacy: dict[str, Any]) -> list[str]:
+    leaks = privacy.get("leaks", [])
+    lines = [f"**Privacy probe: {len(leaks)} leak(s) in {len(privacy.get('prompts', []))} prompts**"
+             + (f" ({len(privacy['public'])} value(s) left out as the business's own public data)"
+                if privacy.get("public") else ""), ""]
+    for leak in leaks:
+        for source in leak.get("sources", []):
+            lines.append(f"- {source['kind']} `{source['value']}` from {source['source'] or 'unknown'}, "
+                         f"repeated when asked: {leak['prompt']}")
+    return lines + ([""] if leaks else [])
+
+
+def _markdown(results: dict[str, EvalResult], gate: GateDecision | None,
+              privacy: dict[str, Any] | None = None) -> str:
     models = list(results)
     lines = ["# Evaluation", ""]
     if gate is not None:
@@ -180,6 +222,10 @@ def _markdown(results: dict[str, EvalResult], gate: GateDecision | None) -> str:
         lines += [f"- {failure}" for failure in gate.failures]
         if gate.failures:
             lines.append("")
+        if gate.notes:
+            lines += ["Not judged:", ""] + [f"- {note}" for note in gate.notes] + [""]
+    if privacy:
+        lines += _privacy_lines(privacy)
     lines += ["| metric | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
     for metric in HEADLINE_METRICS:
         cells = [_cell(results[m].aggregates.get("overall", {}).get(metric)) for m in models]
@@ -189,6 +235,7 @@ def _markdown(results: dict[str, EvalResult], gate: GateDecision | None) -> str:
     perf_keys = sorted({k for m in models for k in results[m].performance})
     for key in perf_keys:
         lines.append(f"| {key} | " + " | ".join(_fmt(results[m].performance.get(key)) for m in models) + " |")
+    lines += ["", _fact_note(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -200,15 +247,19 @@ def write_report(
     """Write ``report.html``, ``report.md``, ``results.json`` and the PNG plots into ``out_dir``.
 
     ``extras`` may hold ``loss_history`` (trainer log entries with ``step``, ``loss``, ``eval_loss``),
-    ``score_distribution`` (the data's quality scores) and ``gate`` (a ``GateDecision``).
+    ``score_distribution`` (the data's quality scores), ``gate`` (a ``GateDecision``) and ``privacy``
+    (the ``privacy_probe`` result: its leaks are listed with where each leaked value came from).
     Returns ``{"html": path, "markdown": path, "json": path, "plots": [paths]}``.
     """
     if not results:
         raise ValueError("write_report needs at least one model's results")
     extras = extras or {}
-    unknown = sorted(set(extras) - {"loss_history", "score_distribution", "gate"})
+    unknown = sorted(set(extras) - {"loss_history", "score_distribution", "gate", "privacy"})
     if unknown:
-        raise ValueError(f"unknown report extras {unknown}; expected loss_history, score_distribution, gate")
+        raise ValueError(f"unknown report extras {unknown}; expected loss_history, score_distribution, gate, privacy")
+    privacy = extras.get("privacy")
+    if privacy is not None and not (isinstance(privacy, dict) and "leaks" in privacy):
+        raise ValueError("extras['privacy'] must be a privacy_probe result (a dict with 'leaks')")
     gate = extras.get("gate")
     if gate is not None and not isinstance(gate, GateDecision):
         raise ValueError(f"extras['gate'] must be a GateDecision, got {type(gate).__name__}")
@@ -245,17 +296,17 @@ def write_report(
 
     env = Environment(autoescape=select_autoescape(default_for_string=True, default=True))
     page = env.from_string(_HTML).render(
-        gate=gate, models=models, metric_rows=metric_rows, type_metrics=type_metrics, type_rows=type_rows,
+        gate=gate, privacy=privacy, fact_note=_fact_note(results), models=models, metric_rows=metric_rows, type_metrics=type_metrics, type_rows=type_rows,
         plots=[{"title": t, "data": base64.b64encode(p.read_bytes()).decode("ascii")} for t, p in plots],
         worst=_worst(results, WORST_PER_MODEL),
     )
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     md_path = out / "report.md"
-    md_path.write_text(_markdown(results, gate), encoding="utf-8")
+    md_path.write_text(_markdown(results, gate, privacy), encoding="utf-8")
     json_path = out / "results.json"
     json_path.write_text(json.dumps(
         {"models": {m: r.to_dict() for m, r in results.items()},
-         "gate": gate.to_dict() if gate is not None else None}, indent=2, default=str), encoding="utf-8")
+         "gate": gate.to_dict() if gate is not None else None, "privacy": privacy}, indent=2, default=str), encoding="utf-8")
     return {"html": html_path, "markdown": md_path, "json": json_path, "plots": [p for _, p in plots]}
 
