@@ -8,8 +8,13 @@ A model is named by a spec string:
   (default ``"default"``); the key comes from the argument, ``HOMEGROWN_EVAL_API_KEY`` or ``OPENAI_API_KEY``;
 - ``"incumbent"``: the answers the logged assistant gave, read from each example's ``logged_answer``.
 
-Decoding is greedy everywhere. Every model sees the same prompt: the example's messages but the last,
-rendered as for training (see ``render_prompt``).
+Decoding is greedy everywhere. Every model gets the same request: the example's messages but the last, and
+the example's ``tools`` offered as OpenAI tools (``tool_choice: auto``). A GGUF file answers through the
+gateway's own llama.cpp backend (:class:`homegrown.gateway.backends.LlamaCppBackend`), so the eval sees what
+served traffic gets: the prompt rendered as for training, tool calls decoded under the tools' grammar and
+returned as OpenAI ``tool_calls``. A model folder renders the prompt as for training (``render_prompt``) and
+writes calls as text; an API gets the tools natively. Calls come back into the answer text as
+``<tool_call>{...}</tool_call>``, the form the metrics read.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ class Answer:
 
 class Backend(Protocol):
     def generate(self, messages: list[dict[str, Any]], max_tokens: int,
-                 response_format: dict[str, Any] | None = None) -> Answer: ...
+                 response_format: dict[str, Any] | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> Answer: ...
 
     def close(self) -> None: ...
 
@@ -56,6 +62,26 @@ def _tool_call_text(name: str, arguments: str) -> str:
     except ValueError:
         # Keep what the API sent, so the metrics see a call with unusable arguments, not no call at all.
         return f'<tool_call>{{"name": {json.dumps(name)}, "arguments": {json.dumps(arguments)}}}</tool_call>'
+
+
+def with_tool_calls(content: str | None, tool_calls: list[dict[str, Any]] | None) -> str:
+    """An answer's text and OpenAI ``tool_calls`` as one string, calls written as the model writes them."""
+    text = content or ""
+    for call in tool_calls or []:
+        function = call.get("function") or {}
+        text += _tool_call_text(function.get("name") or "", function.get("arguments") or "")
+    return text
+
+
+def prompt_messages(example: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request an example makes: its OpenAI messages but the last (the reference answer)."""
+    messages = example.get("messages")
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    if not messages or len(messages) < 2:
+        raise ValueError(f"example {example.get('example_id', '?')} needs a prompt and an answer message")
+    render_prompt(example)  # the same errors for a malformed example as training gives
+    return [dict(message) for message in messages[:-1]]
 
 
 def render_prompt(example: dict[str, Any]) -> list[dict[str, str]]:
@@ -73,29 +99,30 @@ def render_prompt(example: dict[str, Any]) -> list[dict[str, str]]:
 
 
 class GGUFBackend:
-    """llama.cpp through llama-cpp-python; the GGUF's own chat template and its EOS token end the turn."""
+    """A GGUF file through the gateway's llama.cpp backend: the same rendering, grammar and tool-call parsing
+    as served traffic, greedy."""
 
     def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int | None = None):
-        # The shared loader turns off llama.cpp's AMX weight buffers, whose matmul crashes on AMX CPUs.
-        from homegrown.training.llama_cpp_util import load_llama
+        from homegrown.gateway.backends import LlamaCppBackend
 
-        self.llm = load_llama(path, n_ctx=n_ctx, n_threads=n_threads)
+        self.backend = LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, name=path.stem, timeout_s=3600)
 
     def generate(self, messages: list[dict[str, Any]], max_tokens: int,
-                 response_format: dict[str, Any] | None = None) -> Answer:
-        from homegrown.training.llama_cpp_util import grammar_for_response_format
+                 response_format: dict[str, Any] | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> Answer:
+        from homegrown.gateway.schemas import ChatCompletionRequest
 
+        request = ChatCompletionRequest(
+            model=self.backend.name, messages=messages, max_tokens=max_tokens, temperature=0.0, seed=0,
+            tools=tools, response_format=response_format)
         start = time.perf_counter()
-        response = self.llm.create_chat_completion(
-            messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, seed=0,
-            grammar=grammar_for_response_format(response_format),
-        )
+        completion = self.backend.complete(request)
         latency = time.perf_counter() - start
-        text = response["choices"][0]["message"].get("content") or ""
-        return Answer(text=text, latency_s=latency, completion_tokens=response["usage"]["completion_tokens"])
+        return Answer(text=with_tool_calls(completion.text, completion.tool_calls), latency_s=latency,
+                      completion_tokens=completion.completion_tokens)
 
     def close(self) -> None:
-        self.llm.close()
+        self.backend.close()
 
 
 class HFBackend:
@@ -114,10 +141,14 @@ class HFBackend:
         self.model.eval()
 
     def generate(self, messages: list[dict[str, Any]], max_tokens: int,
-                 response_format: dict[str, Any] | None = None) -> Answer:
-        # transformers has no grammar-constrained decoding: ``response_format`` is not applied here, so a
-        # float model folder's JSON validity is its unconstrained one (the served GGUF's is constrained).
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                 response_format: dict[str, Any] | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> Answer:
+        # transformers has no grammar-constrained decoding: ``response_format`` and the tool grammar are not
+        # applied here, so a float model folder's JSON validity is its unconstrained one.
+        from homegrown.training.chat import to_training_messages
+
+        prompt = self.tokenizer.apply_chat_template(
+            to_training_messages(messages, tools), add_generation_prompt=True, tokenize=False)
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
         start = time.perf_counter()
         with self.torch.no_grad():
@@ -149,17 +180,18 @@ class EndpointBackend:
         self.client = OpenAI(base_url=base_url, api_key=key or "not-needed", timeout=timeout_s, max_retries=2)
 
     def generate(self, messages: list[dict[str, Any]], max_tokens: int,
-                 response_format: dict[str, Any] | None = None) -> Answer:
+                 response_format: dict[str, Any] | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> Answer:
         start = time.perf_counter()
-        extra = {"response_format": response_format} if response_format else {}
+        extra: dict[str, Any] = {"response_format": response_format} if response_format else {}
+        if tools:
+            extra["tools"] = tools
         response = self.client.chat.completions.create(
             model=self.model, messages=messages, max_tokens=max_tokens, temperature=0.0, **extra,
         )
         latency = time.perf_counter() - start
         message = response.choices[0].message
-        text = message.content or ""
-        for call in message.tool_calls or []:
-            text += _tool_call_text(call.function.name, call.function.arguments)
+        text = with_tool_calls(message.content, [call.model_dump() for call in message.tool_calls or []])
         tokens = response.usage.completion_tokens if response.usage is not None else None
         return Answer(text=text, latency_s=latency, completion_tokens=tokens)
 
@@ -227,11 +259,11 @@ def run_model(
     examples: Sequence[dict[str, Any]],
     max_tokens: int = 1024,
     api_key: str | None = None,
-    prompt_fn: Callable[[dict[str, Any]], list[dict[str, str]]] = render_prompt,
+    prompt_fn: Callable[[dict[str, Any]], list[dict[str, Any]]] = prompt_messages,
 ) -> list[Answer]:
     """One greedy answer per example from the model ``spec`` names, timed; each answer is limited to
-    ``answer_budget(example, max_tokens)`` tokens, and page tasks ask for the page schema
-    (``response_format_for``)."""
+    ``answer_budget(example, max_tokens)`` tokens, page tasks ask for the page schema
+    (``response_format_for``) and the example's tools are offered."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
     if spec == INCUMBENT:
@@ -244,7 +276,7 @@ def run_model(
     prompts = [prompt_fn(e) for e in examples]
     backend = load_backend(spec, api_key=api_key)
     try:
-        return [backend.generate(p, answer_budget(e, max_tokens), response_format_for(e))
+        return [backend.generate(p, answer_budget(e, max_tokens), response_format_for(e), example_tools(e))
                 for p, e in zip(prompts, examples, strict=True)]
     finally:
         backend.close()

@@ -48,6 +48,7 @@ from homegrown.gateway.schemas import (
     Usage,
 )
 from homegrown.gateway.settings import FALLBACK, GatewaySettings
+from homegrown.training.chat import merge_tool_call_deltas
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,7 @@ class Gateway:
                 last_error = exc
                 continue
             text = completion.text if not completion.tool_calls else ""
-            finish = "tool_calls" if completion.tool_calls else completion.finish_reason
-            unusable = is_unusable(text, finish, max_tokens_requested=asked_max)
+            unusable = is_unusable(text, completion.finish_reason, max_tokens_requested=asked_max)
             if unusable and not is_last:
                 fallbacks.append(f"{role} unusable: {unusable}")
                 self.metrics.fallbacks.labels(role, "unusable").inc()
@@ -252,7 +252,7 @@ class Gateway:
         if role is not None:
             answer: dict[str, Any] = {"role": "assistant", "content": text or ""}
             if tool_calls:
-                answer["tool_calls"] = tool_calls
+                answer = {"role": "assistant", "content": text or None, "tool_calls": tool_calls}
             messages.append(answer)
         latency_ms = round((time.perf_counter() - ctx.started) * 1000, 1)
         request_meta = {k: v for k, v in (body.metadata or {}).items() if k != "conversation_id"}
@@ -299,7 +299,13 @@ class Gateway:
         self.record_outcome(record, "error")
 
     def record_outcome(self, record: dict[str, Any], status: str) -> None:
+        """Count and store a request; an answer that cannot teach anything (see :func:`training_defect`)
+        is stored with status ``error``, so it never reaches training data."""
         meta = record["metadata"]
+        defect = training_defect(record) if status == "ok" and meta["route"] else None
+        if defect:
+            status = "error"
+            meta["error"] = defect
         route = meta["route"] or "none"
         backend = record["model"] or "none"
         self.metrics.requests.labels(route, backend, status).inc()
@@ -340,15 +346,46 @@ class Gateway:
             self.metrics.shadow.labels(role, "ok").inc()
             self.store.update_interaction(
                 interaction_id,
-                {"teacher_response": primary_answer, "student_response": completion.text},
+                {"teacher_response": primary_answer,
+                 "student_response": answer_text(completion.text, completion.tool_calls)},
                 {
-                    "shadow_answer": completion.text,
+                    "shadow_answer": answer_text(completion.text, completion.tool_calls),
                     "shadow_model": name,
                     "shadow_latency_ms": round((time.perf_counter() - started) * 1000, 1),
                 },
             )
         except Exception:  # runs in a worker thread: report, never disturb the answered request
             log.exception("shadow request %s on %s failed", interaction_id, role)
+
+
+def training_defect(record: dict[str, Any]) -> str | None:
+    """Why a logged answer must not become a training example: empty, or a tool call whose arguments do not
+    parse (cut by ``max_tokens``); None when it may."""
+    answer = record["messages"][-1]
+    calls = answer.get("tool_calls") or []
+    if not calls and not (answer.get("content") or "").strip():
+        return "empty answer"
+    for call in calls:
+        try:
+            arguments = json.loads((call.get("function") or {}).get("arguments") or "")
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            return "a tool call's arguments are not a JSON object"
+    return None
+
+
+def answer_text(text: str, tool_calls: list[dict[str, Any]] | None) -> str:
+    """An answer as one string (tool calls written as the model writes them), for shadow comparisons."""
+    from homegrown.training.chat import render_tool_call
+
+    parts = [text] if text else []
+    for call in tool_calls or []:
+        try:
+            parts.append(render_tool_call(call))
+        except ValueError:
+            parts.append(json.dumps(call, ensure_ascii=False))
+    return "\n".join(parts)
 
 
 @dataclass
@@ -470,7 +507,7 @@ def chat_completions(
         gateway.record_failure(ctx, body, exc)
         raise
     completion = answer.completion
-    finish_reason = "tool_calls" if completion.tool_calls else completion.finish_reason
+    finish_reason = completion.finish_reason
     record = gateway.build_record(
         ctx,
         body,
@@ -486,7 +523,8 @@ def chat_completions(
     )
     gateway.record_outcome(record, "ok")
     if decision.shadow and decision.shadow != answer.role:
-        gateway.start_shadow(pool, body, decision.shadow, response_id, completion.text)
+        gateway.start_shadow(pool, body, decision.shadow, response_id,
+                             answer_text(completion.text, completion.tool_calls))
     response = ChatCompletionResponse(
         id=response_id,
         created=ctx.created,
@@ -494,7 +532,7 @@ def chat_completions(
         choices=[
             Choice(
                 message=ResponseMessage(
-                    content=completion.text if not completion.tool_calls else None,
+                    content=(completion.text or None) if completion.tool_calls else completion.text,
                     tool_calls=completion.tool_calls,
                 ),
                 finish_reason=finish_reason,
@@ -538,6 +576,7 @@ def _stream_answer(
 
     def events() -> Iterator[bytes]:
         parts: list[str] = []
+        calls: list[dict[str, Any]] = []
         last = first
         error: str | None = None
         try:
@@ -547,11 +586,16 @@ def _stream_answer(
                 if current.text:
                     parts.append(current.text)
                     yield chunk_event({"content": current.text}, None)
+                if current.tool_calls:
+                    merge_tool_call_deltas(calls, current.tool_calls)
+                    yield chunk_event({"tool_calls": current.tool_calls}, None)
                 last = current
                 if current.finish_reason is not None:
                     break
                 current = next(chunks, None)
             finish_reason = last.finish_reason or "stop"
+            if calls and finish_reason == "stop":
+                finish_reason = "tool_calls"
             yield chunk_event({}, finish_reason)
             if include_usage:
                 usage = _usage(last)
@@ -582,23 +626,26 @@ def _stream_answer(
             text = "".join(parts)
             usage = _usage(last)
             asked_max = ctx.max_tokens_requested
+            finish = last.finish_reason
+            if calls and finish == "stop":
+                finish = "tool_calls"
             record = gateway.build_record(
                 ctx,
                 body,
                 role=role,
                 backend=backend,
                 text=text,
-                tool_calls=None,
-                finish_reason=last.finish_reason,
+                tool_calls=calls or None,
+                finish_reason=finish,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 fallbacks=fallbacks,
-                unusable=is_unusable(text, last.finish_reason, max_tokens_requested=asked_max),
+                unusable=is_unusable(text, finish, max_tokens_requested=asked_max),
                 error=error,
             )
             gateway.record_outcome(record, "ok" if error is None else "error")
             if error is None and ctx.decision.shadow and ctx.decision.shadow != role:
-                gateway.start_shadow(pool, body, ctx.decision.shadow, ctx.id, text)
+                gateway.start_shadow(pool, body, ctx.decision.shadow, ctx.id, answer_text(text, calls))
 
     return StreamingResponse(
         events(),

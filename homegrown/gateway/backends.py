@@ -27,7 +27,12 @@ from homegrown.gateway.settings import (
     ModelSpec,
     read_models_file,
 )
-from homegrown.training.llama_cpp_util import grammar_for_response_format
+from homegrown.training.chat import TOOL_CALL_OPEN, ToolCallStream, merge_tool_call_deltas, tool_choice_mode
+from homegrown.training.llama_cpp_util import (
+    ChatPromptRenderer,
+    grammar_for_response_format,
+    grammar_for_tool_calls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,27 @@ class StreamChunk:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI tool-call deltas: index, id, type, function
+
+
+def collect(chunks: Iterator[StreamChunk]) -> Completion:
+    """A whole answer from its streamed chunks (text joined, tool-call deltas merged)."""
+    parts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    last = StreamChunk()
+    for chunk in chunks:
+        parts.append(chunk.text)
+        if chunk.tool_calls:
+            merge_tool_call_deltas(calls, chunk.tool_calls)
+        last = chunk
+    finish = last.finish_reason or "stop"
+    return Completion(
+        text="".join(parts),
+        finish_reason="tool_calls" if calls and finish == "stop" else finish,
+        prompt_tokens=last.prompt_tokens or 0,
+        completion_tokens=last.completion_tokens or 0,
+        tool_calls=calls or None,
+    )
 
 
 @runtime_checkable
@@ -113,9 +139,22 @@ def _load_llama(gguf_path: Path, n_ctx: int, n_threads: int | None, repack: bool
 class LlamaCppBackend:
     """A GGUF model served in-process by llama.cpp, one request at a time.
 
-    The prompt is rendered with the chat template stored in the GGUF; generation stops at ``<|im_end|>``
-    (or the model's end token). A ``Llama`` object is not thread-safe, so a lock serialises requests; the
-    wait for the lock counts against ``timeout_s``, and so does generation (checked after every token).
+    The prompt is rendered exactly as training rendered it (:class:`ChatPromptRenderer`: tools described in
+    the system message, earlier calls as ``<tool_call>`` text, then the GGUF's chat template); generation
+    stops at ``<|im_end|>`` (or the model's end token). A ``Llama`` object is not thread-safe, so a lock
+    serialises requests; the wait for the lock counts against ``timeout_s``, and so does generation
+    (checked after every token).
+
+    Tool calls (``tool_choice``): with ``"none"`` the model answers in text (it stops before a
+    ``<tool_call>``). With ``"required"`` or a named function the answer is a call from its first token:
+    ``<tool_call>`` is put in the model's mouth and the rest is decoded under the tool grammar
+    (:func:`grammar_for_tool_calls`). With ``"auto"`` the model starts freely, since only it knows whether
+    the question wants a call; text is streamed as it comes, except a tail that could be the start of
+    ``<tool_call>``, and the moment the model writes ``<tool_call>`` the free generation stops and the call
+    is decoded under the grammar from there (the KV cache of the prompt is reused). Deciding on the model's
+    own first tokens keeps what it learned; the grammar makes every call it starts parse and fit the
+    schema. Calls are streamed as OpenAI tool-call deltas; a call cut by ``max_tokens`` ends with
+    ``finish_reason: "length"``.
     """
 
     kind = "llama.cpp"
@@ -130,8 +169,6 @@ class LlamaCppBackend:
         timeout_s: float = 60.0,
         repack: bool = False,
     ):
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
         self.gguf_path = Path(gguf_path)
         if not self.gguf_path.is_file():
             raise FileNotFoundError(f"GGUF model file not found: {self.gguf_path}")
@@ -143,33 +180,18 @@ class LlamaCppBackend:
         self._lock = threading.Lock()
         self._closed = False
         self._llm = _load_llama(self.gguf_path, n_ctx, n_threads, repack)
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        if not template:
+        try:
+            self._renderer = ChatPromptRenderer(self._llm)
+        except ValueError as exc:
             self._llm.close()
-            raise ValueError(f"{self.gguf_path} carries no chat template (tokenizer.chat_template)")
-        eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
-        eos = self._llm._model.token_get_text(eos_id) if eos_id != -1 else ""
-        bos = self._llm._model.token_get_text(bos_id) if bos_id != -1 else ""
-        self._formatter = Jinja2ChatFormatter(
-            template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
-        )
-        self._stops = [s for s in {IM_END, eos} if s]
+            raise ValueError(f"{self.gguf_path}: {exc}") from exc
+        self._stops = [s for s in {IM_END, self._renderer.eos} if s]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "backend": self.kind, "source": str(self.gguf_path), "n_ctx": self.n_ctx}
 
     def complete(self, request: ChatCompletionRequest) -> Completion:
-        parts: list[str] = []
-        last = StreamChunk()
-        for chunk in self.stream(request):
-            parts.append(chunk.text)
-            last = chunk
-        return Completion(
-            text="".join(parts),
-            finish_reason=last.finish_reason or "stop",
-            prompt_tokens=last.prompt_tokens or 0,
-            completion_tokens=last.completion_tokens or 0,
-        )
+        return collect(self.stream(request))
 
     def stream(self, request: ChatCompletionRequest) -> Iterator[StreamChunk]:
         deadline = time.monotonic() + self.timeout_s
@@ -184,50 +206,86 @@ class LlamaCppBackend:
 
     def _generate(self, request: ChatCompletionRequest, deadline: float) -> Iterator[StreamChunk]:
         messages = [message.to_log() for message in request.messages]
-        rendered = self._formatter(messages=messages, tools=request.tools, tool_choice=request.tool_choice)
-        tokens = self._llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
+        tools = request.tools or None
+        try:
+            mode, forced = tool_choice_mode(tools, request.tool_choice)
+            prompt, added_special = self._renderer.render(messages, tools)
+            response_grammar = grammar_for_response_format(
+                request.response_format.to_openai() if request.response_format else None)
+            call_grammar = grammar_for_tool_calls(
+                tools, forced, parallel=request.parallel_tool_calls is not False) if mode != "none" else None
+        except ValueError as exc:
+            raise BackendError(f"{self.name}: {exc}") from exc
+        tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=not added_special, special=True)
         room = self.n_ctx - len(tokens)
         if room < 1:
             raise PromptTooLong(
                 f"{self.name}: the prompt has {len(tokens)} tokens; the context window is {self.n_ctx}"
             )
-        max_tokens = min(request.requested_max_tokens() or room, room)
-        try:
-            grammar = grammar_for_response_format(
-                request.response_format.to_openai() if request.response_format else None)
-        except ValueError as exc:
-            raise BackendError(f"{self.name}: {exc}") from exc
+        budget = _Budget(min(request.requested_max_tokens() or room, room), deadline, self)
+        sampling = {
+            "temperature": DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
+            "top_p": 1.0 if request.top_p is None else request.top_p,
+            "seed": request.seed,
+            "presence_penalty": request.presence_penalty or 0.0,
+            "frequency_penalty": request.frequency_penalty or 0.0,
+        }
+        if mode == "required":
+            yield from self._call(tokens, TOOL_CALL_OPEN, call_grammar, sampling, budget)
+            return
+        stops = request.stop_list() + self._stops + ([TOOL_CALL_OPEN] if mode == "none" else [])
         generator = self._llm.create_completion(
-            prompt=tokens,
-            max_tokens=max_tokens,
-            temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            stop=request.stop_list() + self._stops,
-            seed=request.seed,
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
-            grammar=grammar,
-            stream=True,
-        )
-        produced = 0
+            prompt=tokens, max_tokens=budget.left, stop=stops, grammar=response_grammar, stream=True, **sampling)
+        text, sent = "", 0
         try:
             for chunk in generator:
                 choice = chunk["choices"][0]
+                text += choice["text"]
                 if choice["finish_reason"] is not None:
-                    yield StreamChunk(
-                        text=choice["text"],
-                        finish_reason=choice["finish_reason"],
-                        prompt_tokens=len(tokens),
-                        completion_tokens=produced,
-                    )
+                    yield StreamChunk(text=text[sent:], finish_reason=choice["finish_reason"],
+                                      prompt_tokens=len(tokens), completion_tokens=budget.produced)
                     return
-                produced += 1
-                if choice["text"]:
-                    yield StreamChunk(text=choice["text"])
-                if time.monotonic() > deadline:
-                    raise BackendTimeout(f"{self.name}: no complete answer within {self.timeout_s:.0f}s")
+                budget.spend()
+                opened = text.find(TOOL_CALL_OPEN) if call_grammar is not None else -1
+                if opened >= 0:
+                    before = text[sent:opened].rstrip() if text[:opened].strip() else ""
+                    if before:
+                        yield StreamChunk(text=before)
+                    generator.close()
+                    yield from self._call(tokens, text[:opened + len(TOOL_CALL_OPEN)], call_grammar, sampling,
+                                          budget)
+                    return
+                safe = len(text) - (_open_prefix_length(text) if call_grammar is not None else 0)
+                if safe > sent and text[:safe].strip():
+                    yield StreamChunk(text=text[sent:safe])
+                    sent = safe
+        finally:
+            generator.close()
+
+    def _call(self, prompt_tokens: list[int], prefix: str, grammar: Any, sampling: dict[str, Any],
+              budget: _Budget) -> Iterator[StreamChunk]:
+        """Decode tool calls under ``grammar`` after ``prefix`` (the answer so far, ending in ``<tool_call>``)."""
+        tokens = prompt_tokens + self._llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
+        left = min(budget.left, self.n_ctx - len(tokens))
+        parsed = ToolCallStream()
+        if left < 1:
+            yield StreamChunk(finish_reason="length", prompt_tokens=len(prompt_tokens),
+                              completion_tokens=budget.produced)
+            return
+        generator = self._llm.create_completion(
+            prompt=tokens, max_tokens=left, stop=self._stops, grammar=grammar, stream=True, **sampling)
+        try:
+            for chunk in generator:
+                choice = chunk["choices"][0]
+                deltas = parsed.feed(choice["text"])
+                if deltas:
+                    yield StreamChunk(tool_calls=deltas)
+                if choice["finish_reason"] is not None:
+                    finish = "tool_calls" if parsed.complete else choice["finish_reason"]
+                    yield StreamChunk(finish_reason=finish, prompt_tokens=len(prompt_tokens),
+                                      completion_tokens=budget.produced)
+                    return
+                budget.spend()
         finally:
             generator.close()
 
@@ -237,6 +295,34 @@ class LlamaCppBackend:
             if not self._closed:
                 self._closed = True
                 self._llm.close()
+
+
+class _Budget:
+    """Tokens and time left for one answer, shared by its free-text and tool-call phases."""
+
+    def __init__(self, max_tokens: int, deadline: float, backend: LlamaCppBackend):
+        self.max_tokens = max_tokens
+        self.produced = 0
+        self.deadline = deadline
+        self.backend = backend
+
+    @property
+    def left(self) -> int:
+        return self.max_tokens - self.produced
+
+    def spend(self) -> None:
+        self.produced += 1
+        if time.monotonic() > self.deadline:
+            raise BackendTimeout(
+                f"{self.backend.name}: no complete answer within {self.backend.timeout_s:.0f}s")
+
+
+def _open_prefix_length(text: str) -> int:
+    """How many trailing characters of ``text`` could be the start of ``<tool_call>`` (held back from the stream)."""
+    for size in range(min(len(TOOL_CALL_OPEN) - 1, len(text)), 0, -1):
+        if TOOL_CALL_OPEN.startswith(text[-size:]):
+            return size
+    return 0
 
 
 class OpenAICompatibleBackend:
@@ -292,6 +378,7 @@ class OpenAICompatibleBackend:
             "frequency_penalty": request.frequency_penalty,
             "tools": request.tools,
             "tool_choice": request.tool_choice,
+            "parallel_tool_calls": request.parallel_tool_calls,
             "response_format": request.response_format.to_openai() if request.response_format else None,
         }
         args.update({key: value for key, value in optional.items() if value is not None})
@@ -319,7 +406,8 @@ class OpenAICompatibleBackend:
             raise BackendError(f"{self.name}: the upstream returned no choices")
         choice = response.choices[0]
         tool_calls = (
-            [call.model_dump() for call in choice.message.tool_calls] if choice.message.tool_calls else None
+            [call.model_dump(exclude_none=True) for call in choice.message.tool_calls]
+            if choice.message.tool_calls else None
         )
         usage = response.usage
         return Completion(
@@ -347,6 +435,9 @@ class OpenAICompatibleBackend:
                     finish_reason = choice.finish_reason
                 if choice.delta.content:
                     yield StreamChunk(text=choice.delta.content)
+                if choice.delta.tool_calls:
+                    yield StreamChunk(
+                        tool_calls=[call.model_dump(exclude_none=True) for call in choice.delta.tool_calls])
         yield StreamChunk(
             finish_reason=finish_reason or "stop",
             prompt_tokens=usage.prompt_tokens if usage else None,

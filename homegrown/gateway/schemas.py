@@ -134,6 +134,7 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     metadata: dict[str, Any] | None = None
     user: str | None = None
@@ -146,7 +147,29 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("stream_options is only allowed when stream is true")
         if isinstance(self.stop, list) and len(self.stop) > 4:
             raise ValueError("stop accepts at most 4 sequences")
+        self._check_tools()
         return self
+
+    def _check_tools(self) -> None:
+        import jsonschema
+
+        from homegrown.training.chat import tool_choice_mode, tool_name
+
+        names = [tool_name(tool) for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be unique, got {names}")
+        for tool in self.tools or []:
+            parameters = tool["function"].get("parameters")
+            if parameters is None:
+                continue
+            if not isinstance(parameters, dict):
+                raise ValueError(f"tool {tool_name(tool)!r}: parameters must be a JSON schema object")  # noqa: TRY004
+            try:
+                jsonschema.Draft202012Validator.check_schema(parameters)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"tool {tool_name(tool)!r}: parameters is not a valid JSON schema: {exc.message}") \
+                    from exc
+        tool_choice_mode(self.tools, self.tool_choice)
 
     def requested_max_tokens(self) -> int | None:
         """``max_completion_tokens`` (the newer name) or ``max_tokens``, whichever was sent."""

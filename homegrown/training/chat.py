@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -147,7 +148,7 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
         last = match.end()
         calls.append(
             {
-                "id": f"call_{len(calls)}",
+                "id": new_tool_call_id(),
                 "type": "function",
                 "function": {"name": body["name"], "arguments": json.dumps(arguments, ensure_ascii=False)},
             }
@@ -155,3 +156,151 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     kept.append(text[last:])
     content = "".join(kept).strip()
     return (content or None), calls
+
+
+def new_tool_call_id() -> str:
+    """An id for a generated tool call, unique across turns (``call_`` and 24 hex digits, as OpenAI's)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def tool_choice_mode(
+    tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None
+) -> tuple[str, str | None]:
+    """``(mode, function name)`` for an OpenAI ``tool_choice``: mode ``none``, ``auto`` or ``required``; a
+    named function is ``("required", name)``. Without tools the mode is ``none``. Raises ValueError on a
+    choice OpenAI would reject (unknown string, a function that is not offered, a choice without tools)."""
+    names = [tool_name(tool) for tool in tools or []]
+    if tool_choice is None:
+        return ("auto", None) if names else ("none", None)
+    if not names:
+        raise ValueError("tool_choice is only allowed when tools are given")
+    if isinstance(tool_choice, str):
+        if tool_choice not in ("none", "auto", "required"):
+            raise ValueError(f"tool_choice must be 'none', 'auto', 'required' or a function, got {tool_choice!r}")
+        return tool_choice, None
+    function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if tool_choice.get("type") != "function" or not isinstance(name, str):
+        raise ValueError('a named tool_choice must be {"type": "function", "function": {"name": ...}}')
+    if name not in names:
+        raise ValueError(f"tool_choice names {name!r}, which is not among the offered tools {names}")
+    return "required", name
+
+
+def tool_name(tool: Any) -> str:
+    """The function name of an OpenAI tool schema; ValueError when it has none."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(name, str) \
+            or not name:
+        raise ValueError(f'a tool must be {{"type": "function", "function": {{"name": ...}}}}, got {tool!r}')
+    return name
+
+
+def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Add streamed OpenAI tool-call deltas (``index``, ``id``, ``type``, ``function.name/arguments``) to
+    ``calls``, the whole calls so far, as the OpenAI client accumulates them: fields set once are kept,
+    name and argument fragments are appended."""
+    for delta in deltas:
+        index = delta.get("index", 0)
+        if not isinstance(index, int) or index < 0:
+            raise ValueError(f"a tool-call delta needs a non-negative integer index, got {delta!r}")
+        while len(calls) <= index:
+            calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        call = calls[index]
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        if delta.get("type"):
+            call["type"] = delta["type"]
+        function = delta.get("function") or {}
+        if function.get("name"):
+            call["function"]["name"] += function["name"]
+        if function.get("arguments"):
+            call["function"]["arguments"] += function["arguments"]
+
+
+_CALL_HEAD_RE = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*')
+
+
+class ToolCallStream:
+    """Text generated after ``<tool_call>`` as OpenAI tool-call deltas, while it is generated.
+
+    It reads what the tool grammar lets the model write (``{"name": "X", "arguments": {...}}</tool_call>``,
+    optionally ``\\n<tool_call>`` and another call): the first delta of a call carries its id, type and
+    name, the next ones the arguments text as it grows. ``calls`` holds the whole calls; ``complete`` says
+    whether every call opened was also closed.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self._buffer = ""
+        self._state = "head"  # head -> args -> tail -> between -> head ...
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.calls) and self._state == "between"
+
+    def feed(self, text: str) -> list[dict[str, Any]]:
+        deltas: list[dict[str, Any]] = []
+        self._buffer += text
+        while self._buffer:
+            if self._state == "head":
+                match = _CALL_HEAD_RE.match(self._buffer)
+                if match is None:
+                    return deltas
+                name = json.loads(match.group(1))
+                call = {"id": new_tool_call_id(), "type": "function", "function": {"name": name, "arguments": ""}}
+                self.calls.append(call)
+                deltas.append({"index": len(self.calls) - 1, "id": call["id"], "type": "function",
+                               "function": {"name": name, "arguments": ""}})
+                self._buffer = self._buffer[match.end():]
+                self._state, self._depth, self._in_string, self._escaped = "args", 0, False, False
+            elif self._state == "args":
+                if not self.calls[-1]["function"]["arguments"]:
+                    self._buffer = self._buffer.lstrip()
+                    if not self._buffer:
+                        return deltas
+                taken = self._scan_arguments()
+                fragment, self._buffer = self._buffer[:taken], self._buffer[taken:]
+                if fragment:
+                    self.calls[-1]["function"]["arguments"] += fragment
+                    deltas.append({"index": len(self.calls) - 1, "function": {"arguments": fragment}})
+                if self._state == "args":
+                    return deltas
+            elif self._state == "tail":
+                end = self._buffer.find(TOOL_CALL_CLOSE)
+                if end < 0:
+                    return deltas
+                self._buffer = self._buffer[end + len(TOOL_CALL_CLOSE):]
+                self._state = "between"
+            else:
+                start = self._buffer.find(TOOL_CALL_OPEN)
+                if start < 0:
+                    return deltas
+                self._buffer = self._buffer[start + len(TOOL_CALL_OPEN):]
+                self._state = "head"
+        return deltas
+
+    def _scan_arguments(self) -> int:
+        """How many characters of the buffer belong to the arguments value; moves to ``tail`` at its end."""
+        for i, char in enumerate(self._buffer):
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif char == "\\":
+                    self._escaped = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif char in "{[":
+                self._depth += 1
+            elif char in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self._state = "tail"
+                    return i + 1
+        return len(self._buffer)

@@ -213,3 +213,221 @@ def llama_cpp_logits(llm: Any, token_ids: list[int]) -> np.ndarray:
     llm.reset()
     llm.eval(token_ids)
     return np.array(llm.scores[: len(token_ids), :], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tool calls: the prompt a GGUF model is served, and the grammar its calls are decoded under
+
+
+class ChatPromptRenderer:
+    """The prompt text a GGUF model is served, exactly as training rendered it.
+
+    :func:`homegrown.training.chat.to_training_messages` first (tools into the system message, earlier
+    ``tool_calls`` as ``<tool_call>`` text, ``tool`` results as their own turn), then the chat template stored
+    in the GGUF with the generation prompt: the text ``tokenizer.apply_chat_template(...,
+    add_generation_prompt=True)`` gives on the merged model (:func:`check_tool_prompt_parity` checks it).
+    """
+
+    def __init__(self, llm: Any):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError("the GGUF file carries no chat template (tokenizer.chat_template)")
+        eos_id, bos_id = llm.token_eos(), llm.token_bos()
+        self.eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=self.eos, bos_token=bos,
+                                              stop_token_ids=[eos_id])
+
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> tuple[str, bool]:
+        """``(prompt text, whether the template already wrote the BOS token)``; ValueError on bad messages."""
+        from homegrown.training.chat import to_training_messages
+
+        rendered = self._formatter(messages=to_training_messages(messages, tools))
+        return rendered.prompt, bool(rendered.added_special)
+
+
+def tool_parameters(tool: dict[str, Any]) -> dict[str, Any]:
+    """The ``parameters`` JSON schema of an OpenAI tool (any object when it has none)."""
+    from homegrown.training.chat import tool_name
+
+    parameters = tool["function"].get("parameters") or {"type": "object"}
+    if not isinstance(parameters, dict):
+        raise ValueError(f"tool {tool_name(tool)!r}: parameters must be a JSON schema object")  # noqa: TRY004
+    return parameters
+
+
+MAX_PARALLEL_CALLS = 4
+_MAX_ENUM_RANGE = 256
+
+
+def grammar_for_tool_calls(tools: list[dict[str, Any]], name: str | None = None, parallel: bool = True) -> Any:
+    """The llama.cpp grammar for what follows ``<tool_call>``: ``{"name": N, "arguments": A}</tool_call>``
+    where N is one of the offered tools (only ``name`` when given) and A follows that tool's ``parameters``,
+    and with ``parallel`` up to three more ``\\n<tool_call>`` calls; after the last the model can only end
+    its turn.
+
+    The arguments object has its required properties first (in the schema's order), then the optional ones
+    in any order, each value following its own schema: the model may write optional fields in the order
+    it learned, which a fixed order would forbid. Small integer ranges become enums so that ``minimum`` and
+    ``maximum`` hold too; what llama.cpp's converter cannot express (``uniqueItems``, wide numeric bounds)
+    is left to validation after decoding. ValueError when a schema cannot be turned into a grammar."""
+    from homegrown.training.chat import tool_name
+
+    chosen = [tool for tool in tools if name is None or tool_name(tool) == name]
+    if not chosen:
+        raise ValueError(f"no offered tool is named {name!r}" if name else "no tools to call")
+    offered = [(tool_name(tool), tool_parameters(tool)) for tool in chosen]
+    return _tool_grammar(json.dumps(offered), parallel and name is None)
+
+
+def _integer_ranges_as_enums(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_integer_ranges_as_enums(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _integer_ranges_as_enums(value) for key, value in node.items()}
+    items = out.get("items")
+    if out.get("type") == "array" and out.get("uniqueItems") and isinstance(items, dict) \
+            and isinstance(items.get("enum"), list) and "maxItems" not in out:
+        out["maxItems"] = len(items["enum"])  # unique items from an enum: never more than the enum has
+    if out.get("type") == "integer" and ("minimum" in out or "exclusiveMinimum" in out) \
+            and ("maximum" in out or "exclusiveMaximum" in out):
+        low = out["minimum"] if "minimum" in out else out["exclusiveMinimum"] + 1
+        high = out["maximum"] if "maximum" in out else out["exclusiveMaximum"] - 1
+        if isinstance(low, int) and isinstance(high, int) and 0 <= high - low < _MAX_ENUM_RANGE:
+            return {key: value for key, value in out.items() if key == "description"} | {
+                "enum": list(range(low, high + 1))}
+    return out
+
+
+@lru_cache(maxsize=32)
+def _tool_grammar(offered_json: str, parallel: bool) -> Any:
+    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    from homegrown.training.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+
+    def literal(text: str) -> str:
+        return converter._format_literal(text)
+
+    bodies = []
+    try:
+        for index, (tool_id, parameters) in enumerate(json.loads(offered_json)):
+            schema = converter.resolve_refs(_integer_ranges_as_enums(_tagged_unions_as_one_of(parameters)),
+                                            f"tool-{index}")
+            prefix = f"tool-{index}-args"
+            properties = schema.get("properties")
+            if schema.get("type", "object") == "object" and isinstance(properties, dict) and properties \
+                    and schema.get("additionalProperties") in (None, False) and not \
+                    {"oneOf", "anyOf", "allOf", "$ref"} & set(schema):
+                required = [key for key in properties if key in set(schema.get("required") or [])]
+                optional = [key for key in properties if key not in required]
+                kv = {key: converter._add_rule(
+                    f"{prefix}-{key}-kv",
+                    f'{literal(json.dumps(key))} space ":" space {converter.visit(properties[key], f"{prefix}-{key}")}')
+                    for key in properties}
+                rule = '"{" space ' + ' "," space '.join(kv[key] for key in required)
+                if optional:
+                    choice = " | ".join(kv[key] for key in optional)
+                    more = f'( "," space ( {choice} ) ){{0,{len(optional) - (0 if required else 1)}}}'
+                    rule += f" {more}" if required else f" ( ( {choice} ) {more} )?"
+                arguments = converter._add_rule(prefix, rule + ' "}" space')
+            else:
+                arguments = converter.visit(schema, prefix)
+            bodies.append(converter._add_rule(
+                f"tool-{index}-call",
+                f'"{{" space {literal(json.dumps("name"))} space ":" space {literal(json.dumps(tool_id))} space '
+                f'"," space {literal(json.dumps("arguments"))} space ":" space {arguments} "}}" space'))
+    except Exception as exc:  # the converter raises plain Exceptions for unsupported constructs
+        raise ValueError(f"cannot turn the tool schemas into a grammar: {exc}") from exc
+    body = converter._add_rule("tool-call", " | ".join(bodies))
+    close = literal(TOOL_CALL_CLOSE)
+    root = f"{body} {close}"
+    if parallel:
+        root += f' ("\\n" {literal(TOOL_CALL_OPEN)} {body} {close}){{0,{MAX_PARALLEL_CALLS - 1}}}'
+    return LlamaGrammar.from_string(f"root ::= {root}\n{converter.format_grammar()}", verbose=False)
+
+
+TOOL_PARITY_TOOLS: list[dict[str, Any]] = [{
+    "type": "function",
+    "function": {
+        "name": "create_booking",
+        "description": "Book an event.",
+        "parameters": {
+            "type": "object",
+            "properties": {"date": {"type": "string"}, "guests": {"type": "integer"},
+                           "location": {"type": "string"}},
+            "required": ["date", "guests"],
+        },
+    },
+}]
+
+TOOL_PARITY_CONVERSATION: list[dict[str, Any]] = [
+    {"role": "system", "content": "You are the booking assistant of a caterer."},
+    {"role": "user", "content": "Please book 12 guests on 2026-06-01 in Oakland."},
+    {"role": "assistant", "content": None, "tool_calls": [{
+        "id": "call_parity0", "type": "function",
+        "function": {"name": "create_booking",
+                     "arguments": '{"date": "2026-06-01", "guests": 12, "location": "Oakland"}'}}]},
+    {"role": "tool", "tool_call_id": "call_parity0", "content": '{"status": "confirmed", "booking_id": "B-17"}'},
+    {"role": "assistant", "content": "Your booking B-17 for 12 guests on June 1 in Oakland is confirmed."},
+]
+
+
+def check_tool_prompt_parity(
+    hf_dir: Path | str,
+    gguf_path: Path | str,
+    conversation: list[dict[str, Any]] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Train/serve parity for tool conversations: does the gateway serve the prompt training rendered?
+
+    ``conversation`` (default :data:`TOOL_PARITY_CONVERSATION`: tools, a tool-call answer, a ``tool`` result
+    and a final answer) is cut before each assistant turn. Each prompt is rendered as the gateway renders it
+    (:class:`ChatPromptRenderer` on the GGUF's template, tokenized by llama.cpp as the backend does) and as
+    training did (``to_training_messages`` then the Hugging Face tokenizer's ``apply_chat_template`` with the
+    generation prompt), and the token ids must be equal. Every tool-call answer's training text must also
+    read back, through the parser the gateway streams with, as the same calls (name and arguments).
+    """
+    from transformers import AutoTokenizer
+
+    from homegrown.training.chat import TOOL_CALL_OPEN, ToolCallStream, to_training_messages
+
+    conversation = conversation or TOOL_PARITY_CONVERSATION
+    tools = tools if tools is not None else TOOL_PARITY_TOOLS
+    cuts = [i for i, message in enumerate(conversation) if message.get("role") == "assistant" and i > 0]
+    if not cuts:
+        raise ValueError("the parity conversation needs an assistant answer after the first message")
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    llm = load_llama(gguf_path, vocab_only=True)
+    try:
+        renderer = ChatPromptRenderer(llm)
+        mismatches, calls = [], []
+        for cut in cuts:
+            served, added_special = renderer.render(conversation[:cut], tools)
+            served_ids = llm.tokenize(served.encode("utf-8"), add_bos=not added_special, special=True)
+            trained = tokenizer.apply_chat_template(
+                to_training_messages(conversation[:cut], tools), tokenize=False, add_generation_prompt=True)
+            trained_ids = tokenizer.encode(trained, add_special_tokens=False)
+            if served_ids != trained_ids:
+                at = next((i for i, (a, b) in enumerate(zip(served_ids, trained_ids)) if a != b),
+                          min(len(served_ids), len(trained_ids)))
+                mismatches.append({"cut": cut, "first_difference": at, "served_ids": served_ids[at:at + 8],
+                                   "trained_ids": trained_ids[at:at + 8]})
+            expected = conversation[cut].get("tool_calls") or []
+            if expected:
+                answer = to_training_messages(conversation[:cut + 1], tools)[-1]["content"]
+                stream = ToolCallStream()
+                start = answer.find(TOOL_CALL_OPEN)
+                stream.feed(answer[start + len(TOOL_CALL_OPEN):] if start >= 0 else "")
+                got = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in stream.calls]
+                want = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in expected]
+                calls.append({"cut": cut, "round_trip": stream.complete and got == want})
+    finally:
+        llm.close()
+    ok = not mismatches and all(c["round_trip"] for c in calls)
+    return ok, {"prompts": len(cuts), "token_mismatches": mismatches, "tool_call_answers": calls}
