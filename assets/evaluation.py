@@ -68,7 +68,7 @@ def eval_report(
     examples = load_test_examples(splits["paths"]["test"]["parquet"], config.max_examples or None)
     interactions = load_interactions(raw["db_path"])
     attach_logged_answers(examples, interactions)
-    knowledge_path = teacher.knowledge_path()
+    knowledge_path = teacher.knowledge_path(artifacts.root / "knowledge")
     pii, opted_out_texts, public_texts = privacy_material(
         interactions, set(raw.get("opted_out_orgs", [])), knowledge_path=knowledge_path)
 

@@ -4,12 +4,13 @@ import dagster as dg
 from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run, table_preview
+from homegrown.data.sources import is_s3
 from homegrown.data.synthetic import generate_synthetic
 from resources import MlflowResource, StorageResource, TeacherResource
 
 
 class SyntheticConfig(dg.Config):
-    per_fact: int = Field(default=3, ge=0, le=50, description="Examples per knowledge fact; more adds coverage.")
+    per_fact: int = Field(default=3, ge=1, le=50, description="Examples per knowledge fact; more adds coverage.")
     seed: int = Field(default=0, description="Seed of the phrasing choices, so a rerun gives the same rows.")
 
 @dg.asset(group_name="data", kinds={"parquet"})
@@ -19,7 +20,8 @@ def synthetic_examples(
 ) -> dg.MaterializeResult:
     """Examples written from the knowledge file (template expansion offline, or a teacher API); zero without one."""
     artifacts = store.store()
-    knowledge = teacher.knowledge_path()
+    source = teacher.knowledge_source()
+    knowledge = teacher.knowledge_path(copy_dir=artifacts.root / "knowledge")
     raw = artifacts.latest("raw_interactions") or {}
     opted_out = set(raw.get("opted_out_orgs", []))
     df = generate_synthetic(knowledge if knowledge and knowledge.exists() else None, teacher=teacher.settings(),
@@ -27,7 +29,7 @@ def synthetic_examples(
     version = _digest(df)
     path = artifacts.write_table("synthetic_examples", version, "synthetic", df)
     with stage_run(context, mlflow.tracker(), "synthetic_examples") as run:
-        run.log_params({"teacher": teacher.kind, "knowledge_file": str(knowledge), "per_fact": config.per_fact,
+        run.log_params({"teacher": teacher.kind, "knowledge_file": str(source), "per_fact": config.per_fact,
                         "seed": config.seed})
         run.log_metrics({"rows": len(df)})
         lineage = mlflow_metadata(run)
@@ -37,7 +39,10 @@ def synthetic_examples(
     return dg.MaterializeResult(metadata={
         "rows": dg.MetadataValue.int(len(df)),
         "generator": dg.MetadataValue.text(teacher.kind),
-        "knowledge_file": dg.MetadataValue.path(str(knowledge)),
+        "knowledge_file": dg.MetadataValue.path(source) if source and not is_s3(source) else
+        dg.MetadataValue.text(source or "none: no knowledge.json beside the input"),
+        **({"knowledge_local_copy": dg.MetadataValue.path(str(knowledge))}
+           if knowledge is not None and str(knowledge) != source else {}),
         "path": dg.MetadataValue.path(str(path)),
         "sample": table_preview(preview, ["question", "answer", "source_fact"], limit=8) if len(df) else
         dg.MetadataValue.md("_no knowledge file: no synthetic examples_"),

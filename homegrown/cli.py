@@ -256,9 +256,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         attach_logged_answers(examples, load_interactions(raw["db_path"]))
         models["incumbent"] = "incumbent"
     out_dir = Path(args.out) if args.out else paths.subdir("eval-by-hand", time.strftime("%Y%m%d-%H%M%S"))
-    knowledge = paths.PROJECT_ROOT / "homegrown" / "demo" / "knowledge.json"
-    outcome = evaluate_models(models, examples, out_dir, knowledge_path=Path(args.knowledge) if args.knowledge
-                              else knowledge, candidate="model", base=None if args.no_base else "base",
+    from resources import TeacherResource
+
+    knowledge = Path(args.knowledge) if args.knowledge else TeacherResource().knowledge_path()
+    outcome = evaluate_models(models, examples, out_dir, knowledge_path=knowledge, candidate="model", base=None if args.no_base else "base",
                               max_tokens=args.max_tokens, api_key=args.api_key)
     print(json.dumps(outcome.summary(), indent=2, default=str))
     return 0
@@ -340,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--test", help="a test split Parquet (default: the latest dataset's)")
     ev.add_argument("--limit", type=int, default=0, help="evaluate on the first N examples only")
     ev.add_argument("--max-tokens", type=int, default=1024, help="cap per answer (page tasks get all of it, others ~1.5x their reference)")
-    ev.add_argument("--knowledge", help="the business's knowledge file (default: the demo's)")
+    ev.add_argument("--knowledge", help="the business's knowledge file (default: knowledge.json beside $HOMEGROWN_INPUT; "
+                         "the demo's without an input)")
     ev.add_argument("--api-key", help="key for an endpoint URL (default: HOMEGROWN_EVAL_API_KEY / OPENAI_API_KEY)")
     ev.add_argument("--no-base", action="store_true", help="do not evaluate the base model beside it")
     ev.add_argument("--incumbent", action="store_true", help="also score the logged incumbent answers")

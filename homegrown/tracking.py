@@ -18,6 +18,11 @@ from homegrown import paths
 
 EXPERIMENT = "homegrown"
 REGISTERED_MODEL = "homegrown-assistant"
+# How long a process waits for another one that is creating the SQLite store's schema.
+STORE_LOCK_TIMEOUT_S = 300
+
+# SQLite stores this process has already seen created (schema, experiment), by tracking URI.
+_ready_stores: set[str] = set()
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -42,19 +47,63 @@ class Tracker:
 
     def _client(self):
         import mlflow
-        from mlflow.tracking import MlflowClient
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
+        if self.tracking_uri.startswith("sqlite:") and self.tracking_uri not in _ready_stores:
+            return self._create_sqlite_store()
+        return self._new_client()
+
+    def _new_client(self):
+        from mlflow.tracking import MlflowClient
+
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
+    def _create_sqlite_store(self):
+        """A client of the SQLite store, whose tables and experiment are created one process at a time.
+
+        MLflow creates a fresh database's schema (and its default experiment) when a process first opens
+        it, without a lock: the step processes of a first run would each create the same tables and fail
+        with ``table ... already exists``. Under a file lock beside the database, the first process
+        creates everything; the others then find it all there.
+        """
+        from filelock import FileLock, Timeout
+
+        database = _sqlite_path(self.tracking_uri)
+        if database is None:  # an in-memory database is private to this process
+            return self._new_client()
+        lock_path = f"{database}.lock"
+        Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(lock_path, timeout=STORE_LOCK_TIMEOUT_S):
+                client = self._new_client()  # opens the tracking store: creates its tables
+                client.search_registered_models(max_results=1)  # the registry store's, too
+                self._experiment_id(client)
+        except Timeout:
+            raise RuntimeError(
+                f"waited {STORE_LOCK_TIMEOUT_S}s for another process creating the MLflow store {database} "
+                f"(lock {lock_path}); if no homegrown process is running, delete the lock file"
+            ) from None
+        _ready_stores.add(self.tracking_uri)
+        return client
+
     def experiment_id(self) -> str:
-        client = self._client()
+        return self._experiment_id(self._client())
+
+    def _experiment_id(self, client) -> str:
+        from mlflow.exceptions import MlflowException
+
         exp = client.get_experiment_by_name(self.experiment)
         if exp is not None:
             return exp.experiment_id
         artifact_location = self.artifact_root if self.tracking_uri.startswith("sqlite:") else None
-        return client.create_experiment(self.experiment, artifact_location=artifact_location)
+        try:
+            return client.create_experiment(self.experiment, artifact_location=artifact_location)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # Another process (a tracking server's other client) created it since we looked.
+            return client.get_experiment_by_name(self.experiment).experiment_id
 
     @contextlib.contextmanager
     def stage_run(self, stage: str, tags: dict[str, str] | None = None) -> Iterator[StageRun]:
@@ -72,11 +121,20 @@ class Tracker:
 
     def register_model(self, source: str, run_id: str, tags: dict[str, str]) -> dict[str, Any]:
         """Register a model version (``source`` is an artifact URI or path) with lineage tags."""
+        from mlflow.exceptions import MlflowException
+
         client = self._client()
         try:
             client.get_registered_model(REGISTERED_MODEL)
-        except Exception:  # noqa: BLE001 - MLflow raises a RestException subclass when missing
-            client.create_registered_model(REGISTERED_MODEL, description="The business's own fine-tuned assistant.")
+        except MlflowException as missing:
+            if missing.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            try:
+                client.create_registered_model(REGISTERED_MODEL,
+                                               description="The business's own fine-tuned assistant.")
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":  # another process registered it just now
+                    raise
         mv = client.create_model_version(REGISTERED_MODEL, source=source, run_id=run_id, tags=tags)
         return {"name": REGISTERED_MODEL, "version": mv.version, "uri": f"models:/{REGISTERED_MODEL}/{mv.version}"}
 
@@ -162,6 +220,14 @@ class StageRun:
         import mlflow
 
         return mlflow.get_artifact_uri(artifact_path)
+
+
+def _sqlite_path(uri: str) -> str | None:
+    """The database file of a ``sqlite:`` URI; None for an in-memory database."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return None if not database or database == ":memory:" else database
 
 
 def _short(value: Any) -> str:

@@ -12,8 +12,11 @@ import dagster as dg
 from pydantic import Field
 
 from homegrown import paths
+from homegrown.data.sources import cached_copy, find_knowledge_file, is_s3
 from homegrown.store import ArtifactStore
 from homegrown.tracking import Tracker, default_artifact_root, default_tracking_uri
+
+DEMO_KNOWLEDGE = Path(__file__).resolve().parent.parent / "homegrown" / "demo" / "knowledge.json"
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -83,15 +86,32 @@ class TeacherResource(dg.ConfigurableResource):
     base_url: str = Field(default="", description="OpenAI-compatible base URL, for kind='openai'.")
     model: str = Field(default="gpt-4o-mini", description="Teacher model name, for kind='openai'.")
     api_key: str = Field(default="", description="API key; pass dg.EnvVar('HOMEGROWN_TEACHER_API_KEY').")
-    knowledge_file: str = Field(default="", description="The business's knowledge file; empty means the demo's.")
+    knowledge_file: str = Field(
+        default="", description="The business's knowledge file (a path or s3:// URI); empty means knowledge.json "
+        "beside HOMEGROWN_INPUT, or the demo's when HOMEGROWN_INPUT is not set.")
 
-    def knowledge_path(self) -> Path | None:
+    def knowledge_source(self) -> str | None:
+        """Where the business's knowledge file is (a local path or an ``s3://`` URI); None when there is none.
+
+        Only the embedded demo (no ``HOMEGROWN_INPUT``) uses the demo's file: a business's own input without a
+        ``knowledge.json`` has no knowledge file, rather than the hibachi caterer's facts.
+        """
         if self.knowledge_file:
-            return Path(self.knowledge_file)
-        if os.environ.get("HOMEGROWN_INPUT"):
-            candidate = Path(os.environ["HOMEGROWN_INPUT"]) / "knowledge.json"
-            return candidate if candidate.exists() else None
-        return Path(__file__).resolve().parent.parent / "homegrown" / "demo" / "knowledge.json"
+            return self.knowledge_file
+        configured = os.environ.get("HOMEGROWN_INPUT")
+        if configured:
+            return find_knowledge_file(configured)
+        return str(DEMO_KNOWLEDGE)
+
+    def knowledge_path(self, copy_dir: Path | None = None) -> Path | None:
+        """A local path of the knowledge file (an S3 one is copied into ``copy_dir``, by default
+        ``<HOMEGROWN_HOME>/artifacts/knowledge``); None when there is none."""
+        source = self.knowledge_source()
+        if source is None:
+            return None
+        if is_s3(source):
+            return cached_copy(source, copy_dir or paths.subdir("artifacts", "knowledge"))
+        return Path(source)
 
     def settings(self):
         if self.kind == "template":

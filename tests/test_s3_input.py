@@ -7,11 +7,15 @@ import socket
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+
+ThreadedMotoServer = pytest.importorskip(
+    "moto.server", reason="moto[server] (a dev dependency) is not installed: no local S3 API to test against"
+).ThreadedMotoServer
+
 from test_ingest import check_dirty_result, dirty_input, interaction, jsonl
 
 from homegrown.data.ingest import ingest, load_interactions
-from homegrown.data.sources import OptOutError, list_files, split_s3
+from homegrown.data.sources import OptOutError, cached_copy, find_knowledge_file, list_files, split_s3
 
 BUCKET = "assistant-logs"
 
@@ -93,3 +97,77 @@ def test_s3_malformed_optout_fails_loudly(hg_home, s3):
     upload(s3, "logs", {"log.jsonl": jsonl([interaction("a", "2026-01-20")]), "optout.json": json.dumps(["org-1"]).encode()})
     with pytest.raises(OptOutError, match=f"s3://{BUCKET}/logs/optout.json"):
         ingest(f"s3://{BUCKET}/logs", hg_home / "state.sqlite")
+
+
+# --- the knowledge file beside an S3 input ---------------------------------------------------------------
+
+BAKERY_KNOWLEDGE = {
+    "business": {"name": "Bäckerei Sonne", "org_id": "org-sonne", "system_prompt": "You are Bäckerei Sonne's assistant."},
+    "facts": [
+        {"id": "opening-hours", "fact": "Open 6:30 to 18:00, Monday to Saturday.",
+         "questions": ["When are you open?", "What are your opening hours?"],
+         "answer": "We are open from 6:30 to 18:00, Monday to Saturday."},
+        {"id": "rye-price", "fact": "A rye loaf costs 4.20 euros.",
+         "questions": ["How much is a rye loaf?"], "answer": "A rye loaf is 4.20 euros."},
+    ],
+}
+
+
+def test_knowledge_file_beside_an_s3_prefix_is_found_and_copied(hg_home, s3, tmp_path):
+    upload(s3, "bakery", {"knowledge.json": json.dumps(BAKERY_KNOWLEDGE).encode(),
+                          "a.jsonl": jsonl([interaction("int-1", "2026-01-20")])})
+    upload(s3, "no-knowledge", {"a.jsonl": jsonl([interaction("int-2", "2026-01-20")])})
+    assert find_knowledge_file(f"s3://{BUCKET}/bakery") == f"s3://{BUCKET}/bakery/knowledge.json"
+    assert find_knowledge_file(f"s3://{BUCKET}/bakery/") == f"s3://{BUCKET}/bakery/knowledge.json"
+    assert find_knowledge_file(f"s3://{BUCKET}/no-knowledge") is None
+
+    uri = f"s3://{BUCKET}/bakery/knowledge.json"
+    copy = cached_copy(uri, tmp_path / "copies")
+    assert json.loads(copy.read_text(encoding="utf-8")) == BAKERY_KNOWLEDGE
+    modified = s3.head_object(Bucket=BUCKET, Key="bakery/knowledge.json")["LastModified"].timestamp()
+    assert copy.stat().st_mtime == pytest.approx(modified)  # synthetic rows' created_at do not move per download
+    assert cached_copy(uri, tmp_path / "copies") == copy
+
+    changed = {**BAKERY_KNOWLEDGE, "facts": BAKERY_KNOWLEDGE["facts"][:1]}
+    upload(s3, "bakery", {"knowledge.json": json.dumps(changed).encode()})
+    new_copy = cached_copy(uri, tmp_path / "copies")
+    assert new_copy != copy and json.loads(new_copy.read_text(encoding="utf-8")) == changed
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cached_copy(f"s3://{BUCKET}/bakery/missing.json", tmp_path / "copies")
+
+
+def test_teacher_resource_reads_knowledge_beside_an_s3_input_and_never_the_demos(hg_home, s3, monkeypatch, tmp_path):
+    from resources import TeacherResource
+
+    upload(s3, "bakery", {"knowledge.json": json.dumps(BAKERY_KNOWLEDGE).encode()})
+    monkeypatch.setenv("HOMEGROWN_INPUT", f"s3://{BUCKET}/bakery")
+    teacher = TeacherResource()
+    assert teacher.knowledge_source() == f"s3://{BUCKET}/bakery/knowledge.json"
+    path = teacher.knowledge_path(copy_dir=tmp_path / "knowledge")
+    assert path.is_relative_to(tmp_path / "knowledge")
+    assert json.loads(path.read_text(encoding="utf-8")) == BAKERY_KNOWLEDGE
+    assert teacher.knowledge_path().is_relative_to(hg_home / "artifacts" / "knowledge")  # the default copy folder
+
+    monkeypatch.setenv("HOMEGROWN_INPUT", f"s3://{BUCKET}/other-business")
+    assert TeacherResource().knowledge_source() is None
+    assert TeacherResource().knowledge_path() is None
+
+
+def test_synthetic_examples_from_knowledge_beside_an_s3_input(hg_home, s3, monkeypatch):
+    import dagster as dg
+
+    from homegrown.store import ArtifactStore, read_parquet
+    from pipelines.definitions import defs
+
+    upload(s3, "bakery", {"knowledge.json": json.dumps(BAKERY_KNOWLEDGE).encode()})
+    monkeypatch.setenv("HOMEGROWN_INPUT", f"s3://{BUCKET}/bakery")
+    assets = [a for a in defs.assets if a.key.to_user_string() == "synthetic_examples"]
+    result = dg.materialize(assets, resources=defs.resources, raise_on_error=True)
+
+    metadata = result.asset_materializations_for_node("synthetic_examples")[0].metadata
+    assert metadata["knowledge_file"].value == f"s3://{BUCKET}/bakery/knowledge.json"
+    copy = metadata["knowledge_local_copy"].value
+    assert copy.startswith(str(hg_home / "artifacts" / "knowledge"))
+    rows = read_parquet(ArtifactStore(hg_home / "artifacts").latest("synthetic_examples")["path"])
+    assert set(rows["source_fact"]) == {"opening-hours", "rye-price"}
+    assert set(rows["org_id"]) == {"org-sonne"}

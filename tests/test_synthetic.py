@@ -259,3 +259,36 @@ def test_teacher_http_error_is_a_clear_error(teacher_server):
     teacher = TeacherSettings(base_url=base_url.removesuffix("/v1") + "/wrong", model="m", timeout_s=5)
     with pytest.raises(RuntimeError, match="HTTP 404"):
         generate_synthetic(KNOWLEDGE_PATH, teacher=teacher, per_fact=1)
+
+
+# --- which knowledge file a run uses ---------------------------------------------------------------------
+
+
+def test_knowledge_file_is_the_inputs_own_and_the_demos_only_for_the_demo(hg_home, monkeypatch, tmp_path):
+    from resources import DEMO_KNOWLEDGE, TeacherResource
+
+    assert TeacherResource().knowledge_path() == DEMO_KNOWLEDGE  # no HOMEGROWN_INPUT: the embedded demo
+
+    business = tmp_path / "business-logs"
+    business.mkdir()
+    monkeypatch.setenv("HOMEGROWN_INPUT", str(business))
+    assert TeacherResource().knowledge_source() is None  # its own input, no knowledge.json: none, not the demo's
+    assert TeacherResource().knowledge_path() is None
+
+    (business / "knowledge.json").write_text(DEMO_KNOWLEDGE.read_text(encoding="utf-8"), encoding="utf-8")
+    assert TeacherResource().knowledge_path() == business / "knowledge.json"
+    explicit = tmp_path / "elsewhere.json"
+    assert TeacherResource(knowledge_file=str(explicit)).knowledge_path() == explicit
+
+
+def test_synthetic_asset_without_a_knowledge_file_beside_the_input_writes_no_examples(hg_home, monkeypatch, tmp_path):
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    monkeypatch.setenv("HOMEGROWN_INPUT", str(tmp_path))
+    assets = [a for a in defs.assets if a.key.to_user_string() == "synthetic_examples"]
+    result = dg.materialize(assets, resources=defs.resources, raise_on_error=True)
+    metadata = result.asset_materializations_for_node("synthetic_examples")[0].metadata
+    assert metadata["rows"].value == 0
+    assert metadata["knowledge_file"].value.startswith("none")

@@ -28,6 +28,7 @@ from homegrown.data.records import coerce_csv_row
 
 FORMATS = {".jsonl": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 OPTOUT_FILE = "optout.json"
+KNOWLEDGE_FILE = "knowledge.json"
 READ_CHUNK_BYTES = 1 << 20
 # How many bytes before a JSONL cursor are re-read to check that the file was appended to, not rewritten.
 RESUME_CHECK_BYTES = 256
@@ -142,6 +143,43 @@ def read_optout(location: str) -> set[str]:
     if not isinstance(orgs, list) or not all(isinstance(org, str) and org for org in orgs):
         raise OptOutError(f'{where} must be {{"opted_out_orgs": ["org-...", ...]}} with non-empty strings')
     return set(orgs)
+
+
+def find_knowledge_file(location: str) -> str | None:
+    """``knowledge.json`` at the top of an input location: its local path or ``s3://bucket/key``, or None
+    when the location has none."""
+    if is_s3(location):
+        bucket, prefix = split_s3(location)
+        return f"s3://{bucket}/{prefix}{KNOWLEDGE_FILE}" if _s3_head(bucket, prefix + KNOWLEDGE_FILE) else None
+    path = Path(location) / KNOWLEDGE_FILE
+    return str(path) if path.is_file() else None
+
+
+def cached_copy(path: str, folder: Path) -> Path:
+    """A local path for one file of an input location: a local file as it is, an S3 object downloaded into
+    ``folder/<etag>/<name>`` (reused while the object is unchanged; its modification time is the object's)."""
+    if not is_s3(path):
+        return Path(path)
+    bucket, _, key = path[len("s3://"):].partition("/")
+    head = _s3_head(bucket, key)
+    if head is None:
+        raise FileNotFoundError(f"{path} does not exist")
+    target = folder / head["ETag"].strip('"') / key.rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Download beside the target and rename, so a concurrent step never reads a half-written copy.
+    handle, temp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(handle)
+    try:
+        _s3().download_file(bucket, key, temp)
+        modified = head["LastModified"].timestamp()
+        os.utime(temp, (modified, modified))
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return target
 
 
 def read_rows(file: FileInfo) -> Iterator[tuple[int, Any]]:
@@ -311,6 +349,18 @@ def _walk(location: str) -> Iterator[tuple[str, int, str]]:
             path = Path(directory) / name
             stat = path.stat()
             yield str(path.resolve()), stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def _s3_head(bucket: str, key: str) -> dict[str, Any] | None:
+    """The object's metadata (``ETag``, ``LastModified``, ...), or None when there is no such key."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return _s3().head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
 
 
 def _s3():
