@@ -294,6 +294,9 @@ def test_bad_messages_are_a_clear_error(anonymiser: Anonymiser, bad) -> None:
 
 
 PII_TEXTS = [
+    "Mein Name ist Katharina Müller, Handy 0151 23456789, Hauptstraße 5, 10115 Berlin.",
+    "Bonjour, je m'appelle Élodie Bernard, 06 12 34 56 78, 12 rue de la Paix, 75002 Paris.",
+    "NAME: ASHLEY LOPEZ\nPHONE: 07700 900123\nADDRESS: Flat 2, 194 Kings Road, Bristol BS8 3HL",
     "Hi, my name is Maria Garcia, email maria.garcia@example.com, phone (212) 555-0123.",
     "Deliver to 225 E. John Carpenter Freeway, Suite 1500 Irving, Texas 75062, card 4111-1111-1111-1111.",
     "Booking BK-48213 for customer cust_9f8a7; IBAN DE89 3704 0044 0532 0130 00; IP 192.168.0.1",
@@ -374,6 +377,7 @@ def test_anonymise_frame_names_the_bad_row(anonymiser: Anonymiser, value) -> Non
         ({"region": "XX"}, "unknown phone region 'XX'"),
         ({"kinds": ["EMAIL", "SSN"]}, "unknown PII kinds"),
         ({"kinds": []}, "unknown PII kinds"),
+        ({"regions": ["US", "XY"]}, "unknown phone region 'XY'"),
     ],
 )
 def test_bad_settings_are_rejected(kwargs: dict, message: str) -> None:
@@ -381,10 +385,19 @@ def test_bad_settings_are_rejected(kwargs: dict, message: str) -> None:
         Anonymiser(**kwargs)
 
 
-def test_region_decides_national_phone_numbers() -> None:
+def test_regions_decide_national_phone_numbers() -> None:
     text = "ring 020 7946 0958"
-    assert find_pii(text) == []
-    assert [(s.kind, s.text) for s in find_pii(text, region="GB")] == [("PHONE", "020 7946 0958")]
+    assert Anonymiser(regions=["US"]).find_pii(text) == []
+    assert [(s.kind, s.text) for s in Anonymiser(region="GB", regions=[]).find_pii(text)] == [
+        ("PHONE", "020 7946 0958")
+    ]
+    # GB is one of the default regions.
+    assert [(s.kind, s.text) for s in find_pii(text)] == [("PHONE", "020 7946 0958")]
+
+
+def test_regions_must_be_a_list() -> None:
+    with pytest.raises(TypeError, match="regions must be a list"):
+        Anonymiser(regions="DE")
 
 
 def test_kinds_limit_what_is_replaced() -> None:
@@ -419,3 +432,234 @@ def test_throughput(anonymiser: Anonymiser) -> None:
     rate = len(messages) / (time.process_time() - start)
     print(f"anonymise_messages: {rate:,.0f} messages/s")
     assert rate > 5_000
+
+
+# --- other locales: phones, addresses and names written outside the US ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Ruf mich an: +49 151 23456789", "+49 151 23456789"),
+        ("Handy +49 (0)151 23456789, bitte", "+49 (0)151 23456789"),
+        ("tel +49-151-2345-6789", "+49-151-2345-6789"),
+        ("Nummer 0049 151 23456789", "0049 151 23456789"),
+        ("erreichbar unter 0151 23456789 für 30 Gäste", "0151 23456789"),
+        ("oder 0151/23456789", "0151/23456789"),
+        ("Festnetz 030 12345678", "030 12345678"),
+        ("text me on 07700 900123", "07700 900123"),
+        ("mobile +44 7700 900123", "+44 7700 900123"),
+        ("call +44 (0)7700 900123", "+44 (0)7700 900123"),
+        ("Appelez-moi au 06 12 34 56 78", "06 12 34 56 78"),
+        ("portable 06.12.34.56.78", "06.12.34.56.78"),
+        ("tél : +33 6 12 34 56 78", "+33 6 12 34 56 78"),
+        ("au 0612345678 svp", "0612345678"),
+        ("call (555) 123-4567 tonight", "(555) 123-4567"),  # fictional, but in a phone layout
+    ],
+)
+def test_finds_phones_of_several_regions(text: str, value: str) -> None:
+    assert [(s.kind, s.text) for s in find_pii(text)] == [("PHONE", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Termin am 12.03.2026 um 19:30",
+        "prix 1 250 000 € pour 20 personnes",
+        "Le 06.12.2026 à 18h",
+    ],
+)
+def test_dates_and_amounts_are_not_phones(text: str) -> None:
+    assert [s for s in find_pii(text) if s.kind == "PHONE"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Deliver to 12 High Street, London SW1A 1AA please", "12 High Street, London SW1A 1AA"),
+        ("Flat 2, 194 Kings Road, Bristol BS8 3HL", "Flat 2, 194 Kings Road, Bristol BS8 3HL"),
+        ("it's above the chippy, 107 Meadow View.", "107 Meadow View"),
+        ("at 7726 mission st, brooklyn, ny 11202 by noon", "7726 mission st, brooklyn, ny 11202"),
+        ("Lieferung an Hauptstraße 5, 10115 Berlin bitte", "Hauptstraße 5, 10115 Berlin"),
+        ("Adresse: Karl-Marx-Str. 143a 90454 Nürnberg", "Karl-Marx-Str. 143a 90454 Nürnberg"),
+        ("wohnhaft Berliner Straße 12\n80331 München", "Berliner Straße 12\n80331 München"),
+        ("Paket bitte zu Birkenweg 21 bringen", "Birkenweg 21"),
+        (
+            "wohnhaft Auf dem Berg 105, 79110 Freiburg im Breisgau",
+            "Auf dem Berg 105, 79110 Freiburg im Breisgau",
+        ),
+        ("Livraison au 12 rue de la Paix, 75002 Paris merci", "12 rue de la Paix, 75002 Paris"),
+        ("au 43bis chemin Gambetta, 2e étage", "43bis chemin Gambetta"),
+        ("chez vous (92 avenue du Général de Gaulle) mercredi", "92 avenue du Général de Gaulle"),
+        ("72, bd Saint-Germain\n59650 Lille", "72, bd Saint-Germain\n59650 Lille"),
+    ],
+)
+def test_finds_uk_german_and_french_addresses(text: str, value: str) -> None:
+    assert ("ADDRESS", value) in [(s.kind, s.text) for s in find_pii(text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Hallo, ich bin Jürgen und brauche Hilfe", "Jürgen"),
+        ("Mein Name ist Katharina Müller.", "Katharina Müller"),
+        ("Guten Tag Herr Schmidt, Ihre Bestellung ist da", "Schmidt"),
+        ("bitte bei Frau de Vries abgeben", "de Vries"),
+        ("Viele Grüße, Lukas", "Lukas"),
+        ("Bonjour, je m'appelle Élodie Bernard", "Élodie Bernard"),
+        ("Bonjour, c'est Margaux, je voudrais un fraisier", "Margaux"),
+        ("Cordialement,\nThérèse Bouvet", "Thérèse Bouvet"),
+        ("pour ma mère, Madame Lefèvre, qui arrive", "Lefèvre"),
+        ("Monsieur Dupont a appelé", "Dupont"),
+        ("Kieran here - deposit back please", "Kieran"),
+        ("Hi, my name is maria garcia and I need help", "maria garcia"),
+        ("NAME: ASHLEY LOPEZ\nPHONE: 617.701.1707", "ASHLEY LOPEZ"),
+        ("hi its christine jackson again, still waiting", "christine jackson"),
+        ("Name on the account: Kavita Chatterjee. Thanks", "Kavita Chatterjee"),
+        ("Hiya, can I book for Saturday? Susan +447555338141", "Susan"),
+        ("Thanks Şükrü! See you", "Şükrü"),
+        ("Please invoice Kenneth Rogers-Barry, thanks", "Kenneth Rogers-Barry"),
+        ("Thanks Mark! Your table is booked", "Mark"),
+        ("Bitte an die alte Adresse. Merci, Pierre", "Pierre"),
+        ("Cordialement,\nValentine Klein", "Valentine Klein"),
+        ("Mit freundlichen Grüßen\nAnnegret Vogel", "Annegret Vogel"),
+    ],
+)
+def test_finds_names_with_german_french_and_english_cues(text: str, value: str) -> None:
+    assert ("PERSON_NAME", value) in [(s.kind, s.text) for s in find_pii(text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hey there, Do u come to Palo Alto? Thank you.",
+        "We cater across the Bay Area, including San Jose, Oakland, Walnut Creek and Santa Clara.",
+        "Our collection service covers anywhere within 5 miles of Gloucester Road.",
+        "do you have parts in stock? cheers mate",
+        "Nous proposons la Tarte Tatin, le Paris-Brest et le Fraisier.",
+        "Wir haben Schwarzwälder Kirschtorte und Apfelstrudel, Lieferung nach Berlin und Potsdam.",
+        "Je suis disponible samedi, merci beaucoup !",
+        "ich bin am Freitag 5 Minuten zu spät",
+        "my name is not important",
+    ],
+)
+def test_leaves_menus_places_and_everyday_words_alone(text: str) -> None:
+    assert find_pii(text) == []
+
+
+# --- consistency across a conversation and into tool-call arguments ---------------------------------
+
+
+def _booking_call(arguments: dict) -> dict:
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "create_booking", "arguments": json.dumps(arguments)},
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("address", "location", "expected"),
+    [
+        ("7330 Cedar Lane, Oakland, CA 94611", "Oakland, CA", "[ADDRESS]"),
+        ("7330 Cedar Lane, Oakland, CA 94611", "Oakland", "[ADDRESS]"),
+        ("7330 Cedar Lane, Oakland, CA 94611", "oakland, ca", "[ADDRESS]"),
+        ("7330 Cedar Lane, Oakland, CA 94611", "7330 Cedar Lane", "[ADDRESS]"),
+        ("Hauptstraße 5, 10115 Berlin", "Berlin", "[ADDRESS]"),
+        ("12 rue de la Paix, 75002 Paris", "75002 Paris", "[ADDRESS]"),
+        ("12 High Street, Bristol BS8 3HL", "Bristol", "[ADDRESS]"),
+        # a town that is not part of the replaced address stays: the answer does not depend on it
+        ("7330 Cedar Lane, Oakland, CA 94611", "San Jose", "San Jose"),
+    ],
+)
+def test_tool_arguments_follow_the_replaced_address(
+    anonymiser: Anonymiser, address: str, location: str, expected: str
+) -> None:
+    messages = [
+        {"role": "user", "content": f"Please reserve a chef: 30 guests, March 7, {address}, salmon."},
+        _booking_call({"date": "2026-03-07", "guests": 30, "location": location, "proteins": ["salmon"]}),
+    ]
+    out, _ = anonymiser.anonymise_messages(messages)
+    assert out[0]["content"] == "Please reserve a chef: 30 guests, March 7, [ADDRESS], salmon."
+    arguments = json.loads(out[1]["tool_calls"][0]["function"]["arguments"])
+    # The other arguments keep their values and JSON types, so they still fit the tool's schema.
+    assert arguments == {"date": "2026-03-07", "guests": 30, "location": expected, "proteins": ["salmon"]}
+
+
+def test_a_replaced_value_is_replaced_everywhere_in_the_conversation(anonymiser: Anonymiser) -> None:
+    messages = [
+        {"role": "user", "content": "hi, zbigniew here. Do you deliver to Oakland?"},
+        {"role": "assistant", "content": "Yes, we deliver to Oakland and San Jose."},
+        {"role": "user", "content": "My name is Zbigniew. Deliver to 12 Oak Ave, Oakland, CA 94611."},
+        _booking_call({"location": "Oakland, CA", "notes": "Ask for Zbigniew at the gate", "guests": 4}),
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "booked", "city": "Oakland"}'},
+        {"role": "assistant", "content": "Done, Zbigniew: your chef comes to Oakland on Friday."},
+    ]
+    out, _ = anonymiser.anonymise_messages(messages)
+    assert out[0]["content"] == "hi, [PERSON_NAME] here. Do you deliver to [ADDRESS]?"
+    assert out[1]["content"] == "Yes, we deliver to [ADDRESS] and San Jose."
+    assert out[2]["content"] == "My name is [PERSON_NAME]. Deliver to [ADDRESS]."
+    arguments = json.loads(out[3]["tool_calls"][0]["function"]["arguments"])
+    assert arguments == {"location": "[ADDRESS]", "notes": "Ask for [PERSON_NAME] at the gate", "guests": 4}
+    assert json.loads(out[4]["content"]) == {"status": "booked", "city": "[ADDRESS]"}
+    assert out[5]["content"] == "Done, [PERSON_NAME]: your chef comes to [ADDRESS] on Friday."
+
+
+def test_a_town_in_lower_case_words_is_not_taken_for_a_part(anonymiser: Anonymiser) -> None:
+    messages = [
+        {"role": "user", "content": "Deliver to 8 rue Nationale, 37000 Tours."},
+        {"role": "assistant", "content": "We run cooking tours too. Your order goes to Tours."},
+    ]
+    out, _ = anonymiser.anonymise_messages(messages)
+    assert out[1]["content"] == "We run cooking tours too. Your order goes to [ADDRESS]."
+
+
+def test_anonymise_frame_carries_parts_across_rows_of_a_conversation(anonymiser: Anonymiser) -> None:
+    first = [{"role": "user", "content": "Can you come to 7330 Cedar Lane, Oakland, CA 94611?"}]
+    second = [*first, _booking_call({"location": "Oakland, CA", "guests": 12})]
+    other = [_booking_call({"location": "Oakland, CA", "guests": 12})]
+    df = pd.DataFrame({"conversation_id": ["c-1", "c-1", "c-2"], "messages": [other, second, other]})
+    df.loc[0, "conversation_id"] = "c-1"
+    df.at[0, "messages"] = first
+    out = anonymiser.anonymise_frame(df)
+    assert out["messages"][0][0]["content"] == "Can you come to [ADDRESS]?"
+    assert json.loads(out["messages"][1][1]["tool_calls"][0]["function"]["arguments"]) == {
+        "location": "[ADDRESS]",
+        "guests": 12,
+    }
+    # Another conversation never saw the address: its town stays.
+    assert json.loads(out["messages"][2][0]["tool_calls"][0]["function"]["arguments"]) == {
+        "location": "Oakland, CA",
+        "guests": 12,
+    }
+
+
+def test_a_value_first_seen_in_tool_arguments_is_replaced_in_earlier_text(anonymiser: Anonymiser) -> None:
+    messages = [
+        {"role": "user", "content": "Book it for Zbigniew Brzeczyszczykiewicz, 6 guests"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {
+                        "name": "create_booking",
+                        "arguments": {"customer_name": "Zbigniew Brzeczyszczykiewicz", "guests": 6},
+                    },
+                }
+            ],
+        },
+        {"role": "assistant", "content": "Booked for Zbigniew Brzeczyszczykiewicz."},
+    ]
+    out, _ = anonymiser.anonymise_messages(messages)
+    assert out[0]["content"] == "Book it for [PERSON_NAME], 6 guests"
+    assert out[1]["tool_calls"][0]["function"]["arguments"] == {"customer_name": "[PERSON_NAME]", "guests": 6}
+    assert out[2]["content"] == "Booked for [PERSON_NAME]."
