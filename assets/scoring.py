@@ -5,9 +5,9 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from assets._lineage import mlflow_metadata, stage_run
-from homegrown.data.anonymise import find_pii
 from homegrown.data.curate import curate
 from homegrown.data.ingest import load_interactions
+from homegrown.data.pii_audit import CANARIES, canary_frame, scan_examples, surviving_canaries
 from homegrown.data.quality import QualityPolicy
 from homegrown.store import read_parquet
 from resources import MlflowResource, StorageResource
@@ -47,7 +47,9 @@ class ScoringConfig(dg.Config):
     deps=["raw_interactions", "synthetic_examples"],
     check_specs=[
         dg.AssetCheckSpec("no_pii_left", asset="scored_dataset", blocking=True,
-                          description="No e-mail, phone, card, address, name or id pattern in any kept example."),
+                          description="A second detector (Presidio's pattern recognizers) finds no e-mail, phone, "
+                                      "card, IBAN, IP or national id in any kept example, and no value of the "
+                                      "canaries planted in the anonymiser's input survives it."),
         dg.AssetCheckSpec("no_opted_out_org", asset="scored_dataset", blocking=True,
                           description="No kept example belongs to an organisation in optout.json."),
         dg.AssetCheckSpec("enough_examples", asset="scored_dataset", blocking=True,
@@ -66,13 +68,16 @@ def scored_dataset(
     synthetic = read_parquet(synth_info["path"]) if synth_info and synth_info["rows"] else pd.DataFrame(
         columns=["example_id", "org_id", "generator"])
 
-    result = curate(interactions, synthetic, config.to_policy(), opted_out, dedup_threshold=config.dedup_threshold)
+    result = curate(interactions, synthetic, config.to_policy(), opted_out, dedup_threshold=config.dedup_threshold,
+                    canaries=canary_frame())
     table = result.table
     kept = result.kept
     version = _version(table)
     path = artifacts.write_table("scored_dataset", version, "scored", table)
 
-    pii_hits = _pii_hits(kept)
+    detected = scan_examples(kept["example_id"], kept["messages"])
+    survived = surviving_canaries(result.canaries)
+    pii_findings = [f.as_dict() for f in survived + detected]
     leaked_orgs = sorted(set(kept["org_id"].dropna()) & opted_out)
     reasons = table["reason"].str.replace(r"\d+(\.\d+)?", "#", regex=True).value_counts()
 
@@ -82,8 +87,13 @@ def scored_dataset(
         lineage = mlflow_metadata(run)
 
     checks = [
-        dg.AssetCheckResult(check_name="no_pii_left", passed=not pii_hits,
-                            metadata={"hits": len(pii_hits), "examples": dg.MetadataValue.json(pii_hits[:10])}),
+        dg.AssetCheckResult(check_name="no_pii_left", passed=not pii_findings, metadata={
+            "detector_hits": len(detected),
+            "canaries_planted": len(CANARIES),
+            "canary_values_survived": len(survived),
+            "by_kind": dg.MetadataValue.json(_by_kind(pii_findings)),
+            "findings": dg.MetadataValue.json(pii_findings[:20]),
+        }),
         dg.AssetCheckResult(check_name="no_opted_out_org", passed=not leaked_orgs,
                             metadata={"orgs": dg.MetadataValue.json(leaked_orgs)}),
         dg.AssetCheckResult(check_name="enough_examples", passed=len(kept) >= config.min_examples,
@@ -106,13 +116,12 @@ def scored_dataset(
         check_results=checks,
     )
 
-def _pii_hits(kept: pd.DataFrame) -> list[dict]:
-    hits = []
-    for example_id, messages in zip(kept["example_id"], kept["messages"]):
-        for message in messages:
-            for span in find_pii(message.get("content") or ""):
-                hits.append({"example_id": example_id, "kind": span.kind, "text": span.text})
-    return hits
+def _by_kind(findings: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for finding in findings:
+        key = f"{finding['detector']}:{finding['kind']}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 def _version(table: pd.DataFrame) -> str:
     import hashlib

@@ -8,7 +8,7 @@ peak memory is per size:
 - the real pipeline, stage by stage as the Dagster assets call it: ``ingest`` into SQLite,
   ``load_interactions``, ``curate`` (quality score, anonymisation, de-duplication), the scored table
   written to and read back from Parquet, the ``no_pii_left`` check, ``assign_splits``, the cross-split
-  near-duplicate scan, ``write_splits`` and ``check_no_leakage``;
+  near-duplicate scan, ``write_splits`` and the ``no_leakage`` check on the written files;
 - a plain pandas baseline on the same files: read each file, drop rows without an id,
   ``drop_duplicates`` on the (question, answer) text, a hash split, three JSONL files. It does far
   less (no validation, quarantine, feedback merge, scoring, anonymisation or near-duplicate search), so
@@ -215,11 +215,11 @@ def _max_rss_mb() -> float:
 
 def run_pipeline(input_dir: Path, work_dir: Path, input_lines: int) -> RunResult:
     """Run the data half on ``input_dir`` the way the assets do, timing every stage."""
-    from homegrown.data.anonymise import find_pii
     from homegrown.data.curate import curate
     from homegrown.data.ingest import ingest, load_interactions, load_optout
+    from homegrown.data.pii_audit import canary_frame, scan_examples, surviving_canaries
     from homegrown.data.quality import QualityPolicy
-    from homegrown.data.splits import assign_splits, check_no_leakage, cross_split_duplicates, write_splits
+    from homegrown.data.splits import assign_splits, audit_split_files, cross_split_duplicates, write_splits
     from homegrown.store import read_parquet, to_parquet
 
     db_path = work_dir / "interactions.sqlite"
@@ -237,9 +237,10 @@ def run_pipeline(input_dir: Path, work_dir: Path, input_lines: int) -> RunResult
 
         synthetic = pd.DataFrame(columns=["example_id", "org_id", "generator"])
         curate_start = time.perf_counter()
-        curated = curate(interactions, synthetic, QualityPolicy(), opted_out)
+        curated = curate(interactions, synthetic, QualityPolicy(), opted_out, canaries=canary_frame())
         curate_end = time.perf_counter()
         stats = curated.stats
+        canaries = curated.canaries
         # curate reports its own step timings; the memory windows follow them.
         score_end = curate_start + stats["score_s"]
         dedup_start = curate_end - stats["dedup_s"]
@@ -270,12 +271,8 @@ def run_pipeline(input_dir: Path, work_dir: Path, input_lines: int) -> RunResult
             kept = scored[scored["keep"]].reset_index(drop=True)
             del scored
 
-        with timer.stage("no_pii_left check (find_pii)", len(kept)):
-            pii_hits = sum(
-                len(find_pii(message.get("content") or ""))
-                for messages in kept["messages"]
-                for message in messages
-            )
+        with timer.stage("no_pii_left check (Presidio + canaries)", len(kept)):
+            pii_hits = len(scan_examples(kept["example_id"], kept["messages"])) + len(surviving_canaries(canaries))
 
         with timer.stage("assign_splits", len(kept)):
             assignment = assign_splits(kept, {})
@@ -285,8 +282,8 @@ def run_pipeline(input_dir: Path, work_dir: Path, input_lines: int) -> RunResult
                 kept = kept[~kept["example_id"].isin({m[2] for m in missed})].reset_index(drop=True)
         with timer.stage("write_splits", len(kept)):
             splits = write_splits(kept, assignment, work_dir / "splits")
-        with timer.stage("check_no_leakage", len(kept)):
-            problems = check_no_leakage(kept, assignment)
+        with timer.stage("no_leakage check (split files read back)", len(kept)):
+            problems = audit_split_files(splits.paths).problems
 
     result.seconds = time.perf_counter() - started
     result.stages = timer.stages

@@ -330,13 +330,26 @@ def test_the_same_answer_to_a_different_question_is_not_a_leak() -> None:
 def test_short_answers_are_not_compared() -> None:
     df = make_examples({"faq": 100})
     assignment = assign_splits(df, {})
+    for split, question in (("train", "Do you cater?"), ("test", "Do you cater weddings?")):
+        row = df.index[df["conversation_id"] == _in_split(df, assignment, split)][0]
+        df.at[row, "messages"] = [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "Yes, we do cater."},
+        ]
+    assert check_no_leakage(df, assignment) == []
+
+
+def test_an_exact_copy_is_caught_whatever_its_length() -> None:
+    df = make_examples({"faq": 100})
+    assignment = assign_splits(df, {})
     for split in ("train", "test"):
         row = df.index[df["conversation_id"] == _in_split(df, assignment, split)][0]
         df.at[row, "messages"] = [
             {"role": "user", "content": "Do you cater?"},
             {"role": "assistant", "content": "Yes, we do cater."},
         ]
-    assert check_no_leakage(df, assignment) == []
+    problems = check_no_leakage(df, assignment)
+    assert len(problems) == 1 and problems[0].startswith("the same question and answer in train and test")
 
 
 def test_conversation_and_example_in_two_splits_are_caught() -> None:

@@ -21,6 +21,7 @@ from homegrown.data.quality import QualityPolicy, score_interactions
 class CurateResult:
     table: pd.DataFrame  # every interaction and synthetic example, with score, keep and reason
     stats: dict = field(default_factory=dict)
+    canaries: pd.DataFrame | None = None  # the planted canary rows as anonymised, apart from the table
 
     @property
     def kept(self) -> pd.DataFrame:
@@ -33,8 +34,13 @@ def curate(
     policy: QualityPolicy,
     opted_out_orgs: set[str],
     dedup_threshold: float = 0.8,
+    canaries: pd.DataFrame | None = None,
 ) -> CurateResult:
-    """Score, filter, anonymise and de-duplicate; every input row stays in the table with its reason."""
+    """Score, filter, anonymise and de-duplicate; every input row stays in the table with its reason.
+
+    ``canaries`` (rows of the table's columns) are anonymised with the rest, then taken out of the table
+    and returned apart, so a check can see what anonymisation left of them.
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -75,8 +81,14 @@ def curate(
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORED_COLUMNS)
 
     t1 = time.perf_counter()
+    canary_ids = set(canaries["example_id"]) if canaries is not None else set()
+    if canary_ids:
+        table = pd.concat([table, canaries[SCORED_COLUMNS]], ignore_index=True)
     if len(table):
         table = Anonymiser().anonymise_frame(table, column="messages", group="conversation_id")
+    planted = table[table["example_id"].isin(canary_ids)].reset_index(drop=True) if canary_ids else None
+    if canary_ids:
+        table = table[~table["example_id"].isin(canary_ids)].reset_index(drop=True)
     timings["anonymise_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -106,4 +118,4 @@ def curate(
         "duplicates": len(duplicates),
         **timings,
     }
-    return CurateResult(table=table, stats=stats)
+    return CurateResult(table=table, stats=stats, canaries=planted)

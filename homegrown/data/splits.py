@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homegrown.data.columns import SPLITS
-from homegrown.data.dedup import example_features, near_duplicate_pairs, normalize_text, split_question_answer
+from homegrown.data.dedup import (
+    LAST_USER_WEIGHT,
+    example_features,
+    near_duplicate_pairs,
+    normalize_text,
+    split_question_answer,
+)
 
 MIN_STRATIFIED = 10
 # Answers shorter than this many words ("Yes, we do.", "You're welcome!") recur across unrelated
@@ -308,45 +315,263 @@ def cross_split_duplicates(
     return found
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The leakage check: every cross-split pair, on the files as written
+
+
+@dataclass(frozen=True)
+class LeakageReport:
+    """What the leakage check found (``problems``, empty when the splits are clean) and how much it compared."""
+
+    problems: list[str] = field(default_factory=list)
+    examples: int = 0  # rows compared, all splits together
+    id_overlaps: int = 0  # conversations and example ids found in more than one split
+    exact_matches: int = 0  # groups of examples with the same normalised question and answer in two splits
+    near_duplicates: int = 0  # cross-split pairs verified above the threshold (exact matches not counted)
+    candidate_pairs: int = 0  # cross-split pairs whose similarities were computed
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
 def check_no_leakage(
     df: pd.DataFrame, assignment: Mapping[str, str] | None = None, threshold: float = 0.8
 ) -> list[str]:
     """Problems that would let test answers leak into training; an empty list when there are none.
 
-    Reported: a conversation or an ``example_id`` in two splits, and a near-duplicate example in two
-    splits (``cross_split_duplicates``): a near-duplicate answer to a near-duplicate question. The same approved answer to a differently worded question is not a leak: that is what a
-    business's FAQ looks like, and holding whole facts out of training would test what the model was never
-    taught. Answers under ``MIN_LEAK_WORDS`` words are not compared. The split of a row is its ``split`` column when
-    ``df`` has one (e.g. the written files read back), else ``assignment[conversation_id]``; a row
-    with neither is reported too.
+    See ``leakage_report``, which this returns the problems of.
     """
-    _require(df, ["conversation_id", "example_id", "messages"], "check_no_leakage")
+    return leakage_report(df, assignment, threshold).problems
+
+
+def audit_split_files(paths: Mapping[str, Mapping[str, str | Path]], threshold: float = 0.8) -> LeakageReport:
+    """The leakage check (``leakage_report``) on the split files as written, read back from disk.
+
+    ``paths`` is ``SplitsResult.paths``. Both files of every split are read: training reads the JSONL,
+    the evaluation the Parquet. A JSONL line that is not one of the Parquet file's examples is reported
+    and compared as an example of its own (id ``<split>.jsonl:<line>``), so a row added to either file
+    is caught.
+    """
+    _check_threshold(threshold)
+    missing = [s for s in SPLITS if s not in paths]
+    if missing:
+        raise ValueError(f"no files for splits {missing}; got {sorted(paths)}")
+    ids: list[str] = []
+    conversations: list[str | None] = []
+    splits: list[str] = []
+    texts: list[tuple[str, str, str]] = []
+    problems: list[str] = []
+    for split in SPLITS:
+        parquet_path, jsonl_path = Path(paths[split]["parquet"]), Path(paths[split]["jsonl"])
+        table = pd.read_parquet(parquet_path, columns=["example_id", "conversation_id", "messages"])
+        messages = [_nested(m) for m in table["messages"]]
+        rows = list(zip(table["example_id"].astype(str), messages))
+        parts = [_normalised_parts(e, m) for e, m in rows]
+        ids += [e for e, _ in rows]
+        conversations += table["conversation_id"].astype(str).tolist()
+        splits += [split] * len(rows)
+        texts += parts
+
+        # write_splits writes the two files in the same order, so a line is first compared with the row
+        # at its position, and only a line that differs from it is normalised and looked for elsewhere.
+        unmatched: Counter = Counter()
+        leftover: list[tuple[str, Any]] = []
+        lines = 0
+        with jsonl_path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    line_messages = json.loads(line)["messages"]
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{jsonl_path}:{number} is not a chat example: {exc}") from exc
+                if lines < len(rows) and line_messages == rows[lines][1]:
+                    lines += 1
+                    continue
+                if lines < len(rows):
+                    unmatched[parts[lines]] += 1
+                    lines += 1
+                leftover.append((f"{split}.jsonl:{number}", line_messages))
+        unmatched.update(parts[lines:])
+        extra = []
+        for example_id, line_messages in leftover:
+            key = _normalised_parts(example_id, line_messages)
+            if unmatched[key] > 0:
+                unmatched[key] -= 1
+            else:
+                extra.append(example_id)
+                ids.append(example_id)
+                conversations.append(None)
+                splits.append(split)
+                texts.append(key)
+        if extra:
+            problems.append(f"{jsonl_path.name}: {len(extra)} lines are not examples of {parquet_path.name}: "
+                            + ", ".join(extra[:5]))
+        if sum(unmatched.values()):
+            problems.append(f"{jsonl_path.name}: {sum(unmatched.values())} examples of {parquet_path.name} "
+                            "are missing")
+    return _report(ids, conversations, splits, texts, threshold, problems)
+
+
+def leakage_report(
+    df: pd.DataFrame, assignment: Mapping[str, str] | None = None, threshold: float = 0.8
+) -> LeakageReport:
+    """Every way a test or validation example can also be in an earlier split, checked exhaustively.
+
+    Reported: a row with no split; a conversation or ``example_id`` in two splits; the same normalised
+    (last user message, earlier turns, answer) in two splits, whatever its length; and near-duplicates
+    in two splits: answers of ``MIN_LEAK_WORDS`` words or more whose Jaccard index reaches
+    ``threshold`` and whose questions' similarity reaches it too. The measures are de-duplication's
+    (``homegrown.data.dedup``: word 3-shingles of normalised text, the question weighted towards the
+    last user message), so the same approved answer to a differently worded question is not a leak.
+
+    Unlike de-duplication, no pair is sampled: candidates are all cross-split pairs that share a token
+    of their answers' prefix filter (the rarest ``n - ceil(threshold * n) + 1`` of the ``n`` answer
+    shingles), which every pair above the threshold does, and each candidate is verified with exact
+    Jaccard indexes. The split of a row is its ``split`` column when ``df`` has one, else
+    ``assignment[conversation_id]``.
+    """
+    _check_threshold(threshold)
+    _require(df, ["example_id", "messages"], "check_no_leakage")
     if "split" in df.columns:
         splits = df["split"]
     elif assignment is not None:
         _check_assignment(assignment, "assignment")
+        _require(df, ["conversation_id"], "check_no_leakage")
         splits = df["conversation_id"].astype(str).map(assignment)
     else:
         raise ValueError("df has no 'split' column and no assignment was given")
-    frame = df.assign(split=splits.to_numpy())
+    conversations = df["conversation_id"] if "conversation_id" in df.columns else pd.Series(None, index=df.index)
+    no_split = (splits.isna() | ~splits.isin(SPLITS)).to_numpy()
     problems = [
         f"example {e} (conversation {c}) has no split"
-        for e, c in zip(
-            frame.loc[frame["split"].isna(), "example_id"],
-            frame.loc[frame["split"].isna(), "conversation_id"],
-        )
+        for e, c in zip(df["example_id"][no_split], conversations[no_split])
     ]
-    frame = frame[frame["split"].notna()]
+    ok = ~no_split
+    ids = df["example_id"][ok].astype(str).tolist()
+    texts = [_normalised_parts(e, m) for e, m in zip(ids, df["messages"][ok])]
+    conversation_ids = [None if pd.isna(c) else str(c) for c in conversations[ok]]
+    return _report(ids, conversation_ids, splits[ok].tolist(), texts, threshold, problems)
 
-    for key, what in (("conversation_id", "conversation"), ("example_id", "example")):
-        spread = frame.groupby(frame[key].astype(str))["split"].agg(lambda s: sorted(set(s)))
-        for value, in_splits in spread.items():
-            if len(in_splits) > 1:
-                problems.append(f"{what} {value} is in several splits: {', '.join(in_splits)}")
 
-    for id_a, split_a, id_b, split_b, answer_j, question_s in cross_split_duplicates(frame, None, threshold):
+def _check_threshold(threshold: float) -> None:
+    if not (isinstance(threshold, (int, float)) and 0.0 < threshold <= 1.0):
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+
+
+def _report(
+    ids: list[str],
+    conversations: list[str | None],
+    splits: list[str],
+    texts: list[tuple[str, str, str]],
+    threshold: float,
+    problems: list[str],
+) -> LeakageReport:
+    id_overlaps = 0
+    for keys, what in ((conversations, "conversation"), (ids, "example")):
+        pairs = pd.DataFrame({"key": keys, "split": splits}).dropna().drop_duplicates()
+        spread = pairs[pairs["key"].duplicated(keep=False)]
+        for value, in_splits in spread.groupby("key", sort=True)["split"]:
+            id_overlaps += 1
+            ordered = sorted(in_splits)
+            problems.append(f"{what} {value} is in several splits: {', '.join(ordered)}")
+
+    split_rank = [SPLITS.index(s) for s in splits]
+    exact: dict[tuple[str, str, str], list[int]] = {}
+    for i, parts in enumerate(texts):
+        exact.setdefault(parts, []).append(i)
+    exact_matches = 0
+    for rows in exact.values():
+        in_splits = sorted({split_rank[i] for i in rows})
+        if len(in_splits) > 1:
+            exact_matches += 1
+            sample = ", ".join(f"{ids[i]} ({SPLITS[split_rank[i]]})" for i in rows[:6])
+            problems.append(f"the same question and answer in {' and '.join(SPLITS[r] for r in in_splits)}: {sample}")
+
+    pairs_found, candidates = _near_duplicates_across_splits(texts, split_rank, threshold)
+    for i, j, answer_j, question_s in pairs_found:
         problems.append(
-            f"near-duplicate examples in {split_a} and {split_b}: {id_a} ~ {id_b} "
+            f"near-duplicate examples in {SPLITS[split_rank[i]]} and {SPLITS[split_rank[j]]}: {ids[i]} ~ {ids[j]} "
             f"(answer jaccard {answer_j:.2f}, question similarity {question_s:.2f})"
         )
-    return problems
+    return LeakageReport(problems=problems, examples=len(ids), id_overlaps=id_overlaps,
+                         exact_matches=exact_matches, near_duplicates=len(pairs_found), candidate_pairs=candidates)
+
+
+def _normalised_parts(example_id: str, messages: Any) -> tuple[str, str, str]:
+    try:
+        return tuple(normalize_text(t) for t in split_question_answer(_nested(messages)))  # type: ignore[return-value]
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"example {example_id!r}: {exc}") from exc
+
+
+def _shingle_set(normalized: str) -> np.ndarray:
+    """Sorted unique 64-bit hashes of the word 3-shingles (the whole text when it has 3 words or fewer)."""
+    words = normalized.split()
+    if not words:
+        return np.empty(0, dtype=np.int64)
+    grams = [normalized] if len(words) <= 3 else [" ".join(words[k:k + 3]) for k in range(len(words) - 2)]
+    return np.unique(np.fromiter((hash(g) for g in grams), dtype=np.int64, count=len(grams)))
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0 and b.size == 0:
+        return 1.0
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    return inter / (a.size + b.size - inter)
+
+
+def _near_duplicates_across_splits(
+    texts: list[tuple[str, str, str]], split_rank: list[int], threshold: float
+) -> tuple[list[tuple[int, int, float, float]], int]:
+    """Verified near-duplicate pairs ``(i, j, answer_jaccard, question_similarity)`` with ``i`` in an
+    earlier split than ``j``, and the number of candidate pairs verified."""
+    eligible = [i for i, (_, _, answer) in enumerate(texts) if len(answer.split()) >= MIN_LEAK_WORDS]
+    answers = {i: _shingle_set(texts[i][2]) for i in eligible}
+    if not answers:
+        return [], 0
+    vocabulary, frequency = np.unique(np.concatenate(list(answers.values())), return_counts=True)
+    # Prefix filter: with tokens ordered rarest first, two sets whose Jaccard index reaches t share a token
+    # among the first n - ceil(t * n) + 1 of either; the epsilon only ever lengthens a prefix.
+    prefixes: dict[int, np.ndarray] = {}
+    for i, tokens in answers.items():
+        order = np.lexsort((tokens, frequency[np.searchsorted(vocabulary, tokens)]))
+        keep = tokens.size - math.ceil(threshold * tokens.size - 1e-9) + 1
+        prefixes[i] = tokens[order[: max(1, min(keep, tokens.size))]]
+    del vocabulary, frequency
+
+    last = len(SPLITS) - 1
+    index: dict[int, list[int]] = {}
+    for i, prefix in prefixes.items():
+        if split_rank[i] > 0:
+            for token in prefix.tolist():
+                index.setdefault(token, []).append(i)
+
+    questions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def question(k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in questions:
+            questions[k] = (_shingle_set(texts[k][0]), _shingle_set(texts[k][1]))
+        return questions[k]
+
+    found, verified = [], 0
+    for i, prefix in prefixes.items():
+        if split_rank[i] == last:
+            continue
+        candidates = {j for token in prefix.tolist() for j in index.get(token, ()) if split_rank[j] > split_rank[i]}
+        for j in sorted(candidates):
+            verified += 1
+            a, b = answers[i], answers[j]
+            if min(a.size, b.size) < threshold * max(a.size, b.size) - 1e-9 or texts[i] == texts[j]:
+                continue  # too different in size to reach the threshold, or an exact match (reported apart)
+            answer_j = _jaccard(a, b)
+            if answer_j < threshold:
+                continue
+            (last_i, context_i), (last_j, context_j) = question(i), question(j)
+            question_s = _jaccard(last_i, last_j)
+            if context_i.size or context_j.size:
+                question_s = LAST_USER_WEIGHT * question_s + (1 - LAST_USER_WEIGHT) * _jaccard(context_i, context_j)
+            if question_s >= threshold:
+                found.append((i, j, answer_j, question_s))
+    return found, verified
