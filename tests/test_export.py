@@ -229,7 +229,7 @@ def test_export_rejects_non_llama(tmp_path):
     (folder / "config.json").write_text(
         json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
     )
-    with pytest.raises(ValueError, match="Llama-architecture"):
+    with pytest.raises(ValueError, match="LlamaForCausalLM"):
         export.export_gguf(folder, tmp_path / "out.gguf")
     assert not list(tmp_path.glob("out.gguf*"))
 
@@ -362,55 +362,171 @@ def test_tiny_quantize_q8_0_and_generate(tmp_path, tiny_model, smollm2_tokenizer
     else:
         assert not ok and details["generated_tokens"] == 12
 
-    report = export.check_quantization_agreement(
-        tiny_model[0], {"f16": tiny_f16, "q8": q8}, ["The quick brown fox jumps over the lazy dog.", prompt]
+
+# ---------------------------------------------------------------------------------------------------------------
+# The quantization check: answer tokens of chat conversations, judged with their sampling error
+
+AGREEMENT_CONVERSATIONS = [
+    [
+        {"role": "system", "content": f"You are the assistant of shop {index}."},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer},
+    ]
+    for index, (question, answer) in enumerate(
+        [
+            ("When are you open?", "We are open from 11am to 10pm every day except Monday."),
+            ("Do you deliver?", "Yes, within 10 miles; delivery is free for orders above $100."),
+            ("Can I bring my dog?", "Dogs are welcome on the terrace, not inside."),
+            ("Is there parking?", "There is a free car park behind the building with 40 spaces."),
+            (
+                "Do you have vegan dishes?",
+                "Yes: the tofu hibachi, the vegetable fried rice and three salads.",
+            ),
+            ("How much is the deposit?", "A deposit of $20 per person is required for private events."),
+            (
+                "Wie lange dauert die Lieferung?",
+                "In der Regel 30 bis 45 Minuten, am Wochenende etwas länger.",
+            ),
+            ("What is your phone number?", "You can reach us at 555-0100 between 9am and 6pm."),
+            ("Can I change my booking?", "Yes, up to 24 hours before; reply with the new date and time."),
+            ("Do you cater weddings?", "We do: packages start at $50 per adult with a $500 minimum."),
+        ]
     )
-    assert report["files"]["f16"]["file_type"] == "f16" and report["files"]["q8"]["file_type"] == "q8_0"
-    assert report["files"]["f16"]["top1_agreement"] >= 0.95
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_q8_0(tiny_f16, tmp_path_factory) -> Path:
+    return export.quantize_gguf(tiny_f16, tmp_path_factory.mktemp("q8") / "tiny-Q8_0.gguf", "q8_0")
+
+
+@pytest.fixture(scope="module")
+def perturbed_q8_0(tiny_model, tmp_path_factory) -> Path:
+    """A Q8_0 file of the tiny model whose weights were perturbed (as a corrupted or mis-exported file would be)."""
+    import torch
+
+    folder, model = tiny_model
+    perturbed = tmp_path_factory.mktemp("perturbed") / "tiny-perturbed"
+    shutil.copytree(folder, perturbed)
+    torch.manual_seed(1)
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    for tensor in state.values():
+        if tensor.ndim == 2:
+            tensor.add_(torch.randn_like(tensor) * 0.1)
+    from transformers import AutoModelForCausalLM
+
+    noisy = AutoModelForCausalLM.from_pretrained(folder)
+    noisy.load_state_dict(state)
+    noisy.save_pretrained(perturbed)
+    f16 = export.export_gguf(perturbed, perturbed.parent / "perturbed-f16.gguf", "f16")
+    return export.quantize_gguf(f16, perturbed.parent / "tiny-perturbed-Q8_0.gguf", "q8_0")
+
+
+def test_answer_span_scores_the_answer_through_end_of_turn(smollm2_tokenizer):
+    conversation = AGREEMENT_CONVERSATIONS[0]
+    ids, start, end = export._answer_span(smollm2_tokenizer, conversation)
+    assert smollm2_tokenizer.decode(ids[start:end]) == conversation[-1]["content"] + "<|im_end|>"
+    assert end == len(ids)  # the template's newline after <|im_end|> is not scored
+    prompt = smollm2_tokenizer.apply_chat_template(
+        conversation[:-1], tokenize=False, add_generation_prompt=True
+    )
+    assert smollm2_tokenizer.decode(ids[:start]) == prompt
+    with pytest.raises(ValueError, match="end with the assistant"):
+        export._answer_span(smollm2_tokenizer, conversation[:-1])
+
+
+def test_good_q8_0_passes(tiny_model, tiny_f16, tiny_q8_0):
+    report = export.check_quantization_agreement(
+        tiny_model[0], {"f16": tiny_f16, "q8_0": tiny_q8_0}, iter(AGREEMENT_CONVERSATIONS)
+    )
+    assert report["ok"], report["failures"]
+    assert report["failures"] == []
+    reference = report["reference"]
+    assert reference["conversations"] == len(AGREEMENT_CONVERSATIONS)  # budget not reached: all of them
+    assert reference["answer_tokens"] > 100
+    q8 = report["files"]["q8_0"]
+    assert q8["file_type"] == "q8_0" and q8["ok"] and q8["reasons"] == []
+    low, high = q8["top1_agreement_interval"]
+    assert low <= q8["top1_agreement"] <= high and q8["top1_agreement"] >= 0.85
+    low, high = q8["perplexity_change_interval"]
+    assert low <= q8["perplexity_change"] <= high
     assert abs(report["files"]["f16"]["perplexity_change"]) < 0.01
-    assert report["reference"]["tokens"] > 20
 
 
-def test_quantization_agreement_rejects_unknown_file_type(tiny_model):
+def test_perturbed_q8_0_fails_and_is_named(tiny_model, tiny_q8_0, perturbed_q8_0):
+    report = export.check_quantization_agreement(
+        tiny_model[0], {"q8_0": tiny_q8_0, "q8_0_perturbed": perturbed_q8_0}, AGREEMENT_CONVERSATIONS
+    )
+    assert not report["ok"]
+    assert report["files"]["q8_0"]["ok"]
+    bad = report["files"]["q8_0_perturbed"]
+    assert not bad["ok"]
+    assert bad["perplexity_change_interval"][0] > bad["tolerance"]["max_ppl_change"]
+    assert bad["top1_agreement_interval"][1] < bad["tolerance"]["min_top1_agreement"]
+    [failure] = report["failures"]
+    assert failure.startswith("q8_0_perturbed (tiny-perturbed-Q8_0.gguf, q8_0) is out of tolerance")
+    assert "perplexity" in failure and "top-1 agreement" in failure and "interval" in failure
+    assert export.deployable_file(report, ["q8_0_perturbed", "q8_0"]) == "q8_0"
+    assert export.deployable_file(report, ["q8_0_perturbed", "q8_0"], allow_fallback=False) is None
+
+
+def test_token_budget_stops_adding_conversations(tiny_model, tiny_q8_0):
+    report = export.check_quantization_agreement(
+        tiny_model[0], {"q8_0": tiny_q8_0}, AGREEMENT_CONVERSATIONS, answer_token_budget=30
+    )
+    assert 30 <= report["reference"]["answer_tokens"] < 60
+    assert report["reference"]["conversations"] < len(AGREEMENT_CONVERSATIONS)
+
+
+def test_sampling_error_decides_a_borderline_file(tiny_model, tiny_f16, tiny_q8_0):
+    """A point estimate beyond the limit fails only when its whole interval is beyond it too."""
+    report = export.check_quantization_agreement(tiny_model[0], {"q8_0": tiny_q8_0}, AGREEMENT_CONVERSATIONS)
+    entry = report["files"]["q8_0"]
+    low, high = entry["top1_agreement_interval"]
+    assert low < high  # the conversations disagree by different amounts: there is an interval to speak of
+    between = {"max_ppl_change": 1.0, "min_top1_agreement": (entry["top1_agreement"] + high) / 2}
+    beyond = {"max_ppl_change": 1.0, "min_top1_agreement": min(1.0, high + 1e-9)}
+    if high >= 1.0:
+        pytest.skip("the tiny Q8_0 agrees everywhere; no borderline to test")
+    lenient = export.check_quantization_agreement(
+        tiny_model[0], {"q8_0": tiny_q8_0}, AGREEMENT_CONVERSATIONS, tolerances={"q8_0": between}
+    )
+    assert lenient["files"]["q8_0"]["ok"]  # point estimate below the limit, interval reaches it
+    strict = export.check_quantization_agreement(
+        tiny_model[0], {"q8_0": tiny_q8_0}, AGREEMENT_CONVERSATIONS, tolerances={"q8_0": beyond}
+    )
+    assert not strict["files"]["q8_0"]["ok"]
+
+
+def test_quantization_agreement_rejects_bad_input(tiny_model, tiny_q8_0):
     with pytest.raises(ValueError, match="tolerance"):
-        export.check_quantization_agreement(tiny_model[0], {"q4_1": _embedded_gguf()}, ["some text here"])
+        export.check_quantization_agreement(
+            tiny_model[0], {"q4_1": _embedded_gguf()}, AGREEMENT_CONVERSATIONS
+        )
+    with pytest.raises(ValueError, match="at least one GGUF"):
+        export.check_quantization_agreement(tiny_model[0], {}, AGREEMENT_CONVERSATIONS)
+    with pytest.raises(ValueError, match="no conversation"):
+        export.check_quantization_agreement(
+            tiny_model[0], {"q8_0": tiny_q8_0}, AGREEMENT_CONVERSATIONS, max_conversation_tokens=5
+        )
+
+
+@pytest.mark.parametrize(
+    ("passed", "allow_fallback", "expected"),
+    [
+        ({"q4_k_m": True, "q8_0": True}, True, "q4_k_m"),
+        ({"q4_k_m": False, "q8_0": True}, True, "q8_0"),
+        ({"q4_k_m": False, "q8_0": True}, False, None),
+        ({"q4_k_m": False, "q8_0": False}, True, None),
+    ],
+)
+def test_deployable_file(passed, allow_fallback, expected):
+    report = {"files": {label: {"ok": ok} for label, ok in passed.items()}}
+    assert export.deployable_file(report, ("q4_k_m", "q8_0"), allow_fallback=allow_fallback) == expected
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The real SmolLM2-135M-Instruct
-
-AGREEMENT_TEXTS = [
-    (
-        "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the capital of "
-        "Germany. Both cities attract millions of visitors every year."
-    ),
-    (
-        "Our restaurant is open from 11am to 10pm every day except Monday. Reservations are recommended for groups "
-        "of six or more, and a deposit of $20 per person is required for private events."
-    ),
-    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n",
-    (
-        "Photosynthesis is the process by which green plants use sunlight, water and carbon dioxide to produce "
-        "glucose and oxygen. It takes place mainly in the chloroplasts of leaf cells."
-    ),
-    (
-        "<|im_start|>system\nYou are the assistant of My Hibachi.<|im_end|>\n<|im_start|>user\nDo you cater "
-        "birthday parties?<|im_end|>\n<|im_start|>assistant\nYes! We bring the grill, the chef and the show to your "
-        "backyard. Packages start at $50 per adult with a $500 minimum.<|im_end|>\n"
-    ),
-    (
-        "<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\nThe capital of Japan is "
-        "Tokyo.<|im_end|>\n"
-    ),
-    (
-        "To reset your password, open the settings page, choose Security, and click 'Forgot password'. You will "
-        "receive an e-mail with a link that stays valid for 24 hours."
-    ),
-    (
-        "The invoice total is calculated as the sum of all line items plus 8.5% sales tax. Discounts are applied "
-        "before tax, and shipping is free for orders above $100."
-    ),
-]
 
 
 @pytest.fixture(scope="module")
@@ -475,16 +591,25 @@ def test_smollm2_export_quantize_and_parity(tmp_path, smollm2_hf, smollm2_tokeni
     assert ok, details
     assert "Paris" in details["text"]
 
-    report = export.check_quantization_agreement(smollm2_hf, files, AGREEMENT_TEXTS)
+    report = export.check_quantization_agreement(smollm2_hf, files, AGREEMENT_CONVERSATIONS)
     summary = {
-        label: {key: round(entry[key], 4) for key in ("perplexity", "perplexity_change", "top1_agreement")}
+        label: {
+            key: entry[key]
+            for key in (
+                "perplexity",
+                "perplexity_change",
+                "perplexity_change_interval",
+                "top1_agreement",
+                "top1_agreement_interval",
+            )
+        }
         for label, entry in report["files"].items()
     }
     print(
         json.dumps(
             {
                 "reference_perplexity": round(report["reference"]["perplexity"], 4),
-                "tokens": report["reference"]["tokens"],
+                "answer_tokens": report["reference"]["answer_tokens"],
                 "files": summary,
                 "sizes_mb": {label: round(path.stat().st_size / 2**20, 1) for label, path in files.items()},
                 "timings_s": {key: round(value, 1) for key, value in timings.items()},

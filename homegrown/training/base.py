@@ -68,8 +68,9 @@ def resolve_base_model(spec: str = DEFAULT_BASE, cache_dir: Path | None = None) 
     """Find (and on first use prepare) the base model named by ``spec``.
 
     ``spec`` is ``"smollm2-135m-instruct"`` (the embedded default, converted once into ``cache_dir``,
-    default ``<HOMEGROWN_HOME>/models/base``) or the path of a local Hugging Face model folder.
-    Raises ValueError for anything else.
+    default ``<HOMEGROWN_HOME>/models/base``) or the path of a local Hugging Face model folder of an
+    architecture the merge, GGUF export and serving handle (``check_supported_base``).
+    Raises ValueError for anything else, before any training starts.
     """
     if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
         raise ValueError(f"base model spec must be {DEFAULT_BASE!r} or a local model folder, got {spec!r}")
@@ -166,6 +167,7 @@ def _local(folder: Path) -> BaseModel:
         raise ValueError(
             f"the tokenizer in {folder} has no chat template; an instruct/chat model is required"
         )
+    check_supported_base(folder, tokenizer)
     marker = folder / MARKER
     info = json.loads(marker.read_text()) if marker.is_file() else {}
     return BaseModel(
@@ -175,3 +177,31 @@ def _local(folder: Path) -> BaseModel:
         template_fingerprint=template_fingerprint(tokenizer.chat_template),
         source=info.get("source") or f"local:{folder.resolve()}",
     )
+
+
+def check_supported_base(folder: Path, tokenizer: Any) -> None:
+    """Raise ValueError unless a model trained from ``folder`` can be merged, exported to GGUF and served.
+
+    That is: one of the architectures ``export_gguf`` writes (Llama, Mistral, Qwen2), a byte-level BPE tokenizer
+    whose pre-tokenizer llama.cpp knows, and a ChatML chat template ending turns with ``<|im_end|>`` (what the
+    merge, the Ollama Modelfile and the gateway's stop rely on).
+    """
+    from homegrown.training.export import (
+        SUPPORTED_ARCHITECTURES,
+        chatml_default_system,
+        pre_tokenizer_name,
+        read_bpe_tokenizer_spec,
+        read_export_config,
+    )
+
+    try:
+        read_export_config(folder)
+        pre_tokenizer_name(tokenizer, read_bpe_tokenizer_spec(folder))
+        if EMBEDDED_EOS not in tokenizer.get_vocab():
+            raise ValueError(f"its tokenizer has no {EMBEDDED_EOS!r} token (a ChatML tokenizer is required)")
+        chatml_default_system(tokenizer.chat_template)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ValueError(
+            f"base model {folder} is not supported: {exc}. Supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))} "
+            "models with a byte-level BPE tokenizer and a ChatML chat template."
+        ) from exc
