@@ -31,6 +31,11 @@ class ScoringConfig(dg.Config):
     keep_synthetic: bool = Field(default=True, description="Keep synthetic examples from the knowledge file.")
     dedup_threshold: float = Field(default=0.8, gt=0, le=1, description="Jaccard above which answers collapse.")
     min_examples: int = Field(default=50, ge=1, description="Blocking check: fewer kept examples fail the run.")
+    region: str = Field(default="US", description="The business's country (ISO code): phone numbers written "
+                                                  "without a country code are read in it first.")
+    public_min_conversations: int = Field(
+        default=3, ge=0, description="A phone, e-mail, address or name the assistant itself gave in this many "
+                                     "conversations is the business's own and is not anonymised (0: off).")
 
     @model_validator(mode="after")
     def _check(self) -> "ScoringConfig":
@@ -69,13 +74,14 @@ def scored_dataset(
         columns=["example_id", "org_id", "generator"])
 
     result = curate(interactions, synthetic, config.to_policy(), opted_out, dedup_threshold=config.dedup_threshold,
-                    canaries=canary_frame())
+                    canaries=canary_frame(), region=config.region,
+                    public_min_conversations=config.public_min_conversations)
     table = result.table
     kept = result.kept
     version = _version(table)
     path = artifacts.write_table("scored_dataset", version, "scored", table)
 
-    detected = scan_examples(kept["example_id"], kept["messages"])
+    detected = scan_examples(kept["example_id"], kept["messages"], public=result.public_values)
     survived = surviving_canaries(result.canaries)
     pii_findings = [f.as_dict() for f in survived + detected]
     leaked_orgs = sorted(set(kept["org_id"].dropna()) & opted_out)
@@ -107,6 +113,7 @@ def scored_dataset(
             "kept": dg.MetadataValue.int(len(kept)),
             "dropped": dg.MetadataValue.int(len(table) - len(kept)),
             "duplicates": dg.MetadataValue.int(result.stats.get("duplicates", 0)),
+            "kept_as_public": dg.MetadataValue.json(result.public_values),
             "version": dg.MetadataValue.text(version),
             "path": dg.MetadataValue.path(str(path)),
             "reasons": dg.MetadataValue.md(

@@ -244,7 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if spec.isdigit() or spec.startswith("models:/"):
         version = spec.rsplit("/", 1)[-1]
         tags = tracker_from_env().model_version(version)["tags"]
-        spec = tags.get("gguf_q4_k_m") or tags.get("merged_path")
+        spec = tags.get("gguf_deploy") or tags.get("gguf_q4_k_m") or tags.get("merged_path")
         if not spec:
             raise SystemExit(f"model version {version} has no GGUF or merged model recorded")
     examples = load_test_examples(args.test or splits["paths"]["test"]["parquet"], args.limit or None)

@@ -663,3 +663,33 @@ def test_a_value_first_seen_in_tool_arguments_is_replaced_in_earlier_text(anonym
     assert out[0]["content"] == "Book it for [PERSON_NAME], 6 guests"
     assert out[1]["tool_calls"][0]["function"]["arguments"] == {"customer_name": "[PERSON_NAME]", "guests": 6}
     assert out[2]["content"] == "Booked for [PERSON_NAME]."
+
+
+def _conversation(cid: str, user: str, assistant: str) -> dict:
+    return {"conversation_id": cid, "messages": [{"role": "user", "content": user},
+                                                 {"role": "assistant", "content": assistant}]}
+
+
+def test_the_business_s_own_published_data_is_kept_and_customers_data_is_not():
+    shop = "Call us on 020 7946 0958 or come to 27 Baker Street, London NW1 6XE."
+    rows = [_conversation(f"c{i}", "Where are you and what is your number?", shop) for i in range(3)]
+    # a customer's number repeated back to that customer in many turns of one conversation stays personal
+    rows += [_conversation("c9", "My number is 07700 900461, call me back",
+                           f"Sure, we will call 07700 900461 (turn {i}).") for i in range(4)]
+    # a value the assistant gave in only two conversations is not enough
+    rows += [_conversation(f"d{i}", "Who runs the shop?", "Ask for Maria Garcia, our manager.") for i in range(2)]
+    frame = pd.DataFrame(rows)
+    anonymiser = Anonymiser(region="GB")
+    public = anonymiser.public_values(frame, min_conversations=3)
+    assert sorted(k.split(":")[0] for k in public) == ["ADDRESS", "PHONE"]
+    kept = Anonymiser(region="GB", public=public).anonymise_frame(frame)
+    assert kept["messages"][0][1]["content"] == shop
+    assert "07700 900461" not in json.dumps(kept["messages"].tolist())
+    assert "Maria Garcia" not in json.dumps(kept["messages"].tolist())
+    with pytest.raises(ValueError, match="min_conversations"):
+        anonymiser.public_values(frame, min_conversations=0)
+
+
+def test_card_numbers_are_never_public():
+    rows = [_conversation(f"c{i}", "How do I pay?", "Our test card is 4111 1111 1111 1111.") for i in range(5)]
+    assert Anonymiser().public_values(pd.DataFrame(rows)) == {}

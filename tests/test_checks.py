@@ -146,7 +146,8 @@ def test_pii_the_anonymiser_left_blocks_no_pii_left(small_input, hg_home, monkey
 
 def test_a_canary_that_survives_blocks_no_pii_left(small_input, hg_home, monkeypatch):
     """An anonymiser that skips e-mail addresses lets the canaries' e-mails through: the check blocks."""
-    monkeypatch.setattr(curate_module, "Anonymiser", lambda: Anonymiser(kinds=[k for k in KINDS if k != "EMAIL"]))
+    monkeypatch.setattr(curate_module, "Anonymiser",
+                        lambda **kw: Anonymiser(**kw, kinds=[k for k in KINDS if k != "EMAIL"]))
     result = _materialize(["raw_interactions", "scored_dataset"])
     check = _check(result, "no_pii_left")
     assert not check.passed
@@ -383,3 +384,15 @@ def test_every_near_duplicate_is_found_even_behind_frequent_shingles(threshold):
                 for p in report.problems if p.startswith("near-duplicate")}
     assert expected and reported == expected
     assert report.candidate_pairs < len(df) * (len(df) - 1) // 2
+
+
+def test_the_business_s_published_number_is_not_a_finding_but_a_customer_s_is():
+    from homegrown.data.pii_audit import scan_examples
+
+    messages = [[{"role": "user", "content": "How do I reach you?"},
+                 {"role": "assistant", "content": "Call us on +44 20 7946 0958. Mine is 0151 23456789."}]]
+    everything = scan_examples(["e1"], messages)
+    assert len(everything) == 2
+    left = scan_examples(["e1"], messages, public=["020 7946 0958"])
+    assert [f.as_dict()["kind"] for f in left] == [everything[1].as_dict()["kind"]]
+    assert len(left) == 1

@@ -134,6 +134,9 @@ _PRIORITY = {
     )
 }
 
+# Kinds a business publishes about itself (its phone, e-mail, address, owner's name); see public_values.
+PUBLIC_KINDS = frozenset({"PHONE", "EMAIL", "ADDRESS", "PERSON_NAME"})
+
 PLACEHOLDER_RE = re.compile(r"\[(?:" + "|".join(KINDS) + r")(?:_\d+)?\]")
 
 
@@ -637,7 +640,11 @@ class Anonymiser:
     """
 
     def __init__(
-        self, region: str = "US", kinds: Iterable[str] | None = None, regions: Iterable[str] | None = None
+        self,
+        region: str = "US",
+        kinds: Iterable[str] | None = None,
+        regions: Iterable[str] | None = None,
+        public: Iterable[str] = (),
     ) -> None:
         if isinstance(regions, str):
             raise TypeError("regions must be a list of ISO codes such as ['US', 'DE'], not a str")
@@ -657,6 +664,8 @@ class Anonymiser:
             for code in self.regions
         }
         self.kinds = frozenset(selected)
+        # "KIND:normalised value" keys of the business's own published data (see public_values), kept as is.
+        self.public = frozenset(public)
         self._known_state: tuple[Any, tuple[dict[str, str], frozenset[str]]] = (None, ({}, frozenset()))
         (
             self._first_names,
@@ -687,7 +696,50 @@ class Anonymiser:
                 continue
             taken.append((span.start, span.end))
             chosen.append(span)
+        if self.public:
+            chosen = [s for s in chosen if self.key(s.kind, s.text) not in self.public]
         return sorted(chosen, key=lambda s: s.start)
+
+    def key(self, kind: str, value: str) -> str:
+        """``"KIND:normalised value"``: two mentions of one value have the same key."""
+        return f"{kind}:{_normalise(kind, value, self.regions)}"
+
+    def public_values(
+        self, df: pd.DataFrame, column: str = "messages", group: str = "conversation_id", min_conversations: int = 3
+    ) -> dict[str, str]:
+        """The business's own published contact data: ``{key: value as written}``.
+
+        A phone number, e-mail address, street address or name counts as the business's own when the
+        assistant volunteered it (the customer had not written it in that conversation) in at least
+        ``min_conversations`` conversations: a shop's number or address given to many customers, its
+        owner's name. It is information the model must learn, not a customer's data, so anonymisation
+        keeps it. A customer's value repeated back to that customer never qualifies, however often they
+        write; card, account and id numbers never do.
+        """
+        if min_conversations < 1:
+            raise ValueError(f"min_conversations must be at least 1, got {min_conversations}")
+        said: dict[Any, tuple[list[str], list[str]]] = {}
+        for messages, conversation in zip(df[column].tolist(), df[group].tolist()):
+            if not isinstance(messages, list):
+                continue
+            user, assistant = said.setdefault(conversation, ([], []))
+            for message in messages:
+                content = message.get("content") if isinstance(message, dict) else None
+                if isinstance(content, str) and content:
+                    (user if message.get("role") == "user" else assistant if message.get("role") == "assistant"
+                     else []).append(content)
+        counts: dict[str, set[Any]] = {}
+        written: dict[str, str] = {}
+        for conversation, (user, assistant) in said.items():
+            customer = {self.key(s.kind, s.text) for text in dict.fromkeys(user) for s in self.find_pii(text)}
+            for text in dict.fromkeys(assistant):
+                for span in self.find_pii(text):
+                    if span.kind in PUBLIC_KINDS:
+                        key = self.key(span.kind, span.text)
+                        if key not in customer:
+                            counts.setdefault(key, set()).add(conversation)
+                            written.setdefault(key, span.text)
+        return {key: written[key] for key, seen in sorted(counts.items()) if len(seen) >= min_conversations}
 
     def _candidates(self, text: str) -> list[PiiSpan]:
         spans: list[PiiSpan] = []

@@ -22,6 +22,7 @@ class CurateResult:
     table: pd.DataFrame  # every interaction and synthetic example, with score, keep and reason
     stats: dict = field(default_factory=dict)
     canaries: pd.DataFrame | None = None  # the planted canary rows as anonymised, apart from the table
+    public_values: list[str] = field(default_factory=list)  # the business's own contact data, kept as written
 
     @property
     def kept(self) -> pd.DataFrame:
@@ -35,11 +36,16 @@ def curate(
     opted_out_orgs: set[str],
     dedup_threshold: float = 0.8,
     canaries: pd.DataFrame | None = None,
+    region: str = "US",
+    public_min_conversations: int = 3,
 ) -> CurateResult:
     """Score, filter, anonymise and de-duplicate; every input row stays in the table with its reason.
 
     ``canaries`` (rows of the table's columns) are anonymised with the rest, then taken out of the table
-    and returned apart, so a check can see what anonymisation left of them.
+    and returned apart, so a check can see what anonymisation left of them. ``region`` is the business's
+    country (phone numbers without a country code are read in it first). The business's own published
+    contact data (``Anonymiser.public_values``: what the assistant volunteered in at least
+    ``public_min_conversations`` conversations; 0 turns this off) is kept, so the model can learn it.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -84,8 +90,12 @@ def curate(
     canary_ids = set(canaries["example_id"]) if canaries is not None else set()
     if canary_ids:
         table = pd.concat([table, canaries[SCORED_COLUMNS]], ignore_index=True)
+    public: dict[str, str] = {}
+    if len(table) and public_min_conversations > 0:
+        public = Anonymiser(region=region).public_values(table, min_conversations=public_min_conversations)
     if len(table):
-        table = Anonymiser().anonymise_frame(table, column="messages", group="conversation_id")
+        anonymiser = Anonymiser(region=region, public=public)
+        table = anonymiser.anonymise_frame(table, column="messages", group="conversation_id")
     planted = table[table["example_id"].isin(canary_ids)].reset_index(drop=True) if canary_ids else None
     if canary_ids:
         table = table[~table["example_id"].isin(canary_ids)].reset_index(drop=True)
@@ -116,6 +126,7 @@ def curate(
         "kept": int(table["keep"].sum()) if len(table) else 0,
         "dropped": int((~table["keep"]).sum()) if len(table) else 0,
         "duplicates": len(duplicates),
+        "public_values": len(public),
         **timings,
     }
-    return CurateResult(table=table, stats=stats, canaries=planted)
+    return CurateResult(table=table, stats=stats, canaries=planted, public_values=sorted(public.values()))

@@ -172,15 +172,32 @@ def default_detector() -> PresidioDetector:
 
 
 def scan_examples(
-    example_ids: Iterable[str], messages: Iterable[Any], detector: PresidioDetector | None = None
+    example_ids: Iterable[str],
+    messages: Iterable[Any],
+    detector: PresidioDetector | None = None,
+    public: Iterable[str] = (),
 ) -> list[PiiFinding]:
-    """What the second detector finds in every string of every example."""
+    """What the second detector finds in every string of every example.
+
+    ``public`` are the business's own published values that curation kept on purpose (its phone number,
+    e-mail, address); a finding that is one of them, compared by its digits or case-folded text, is not
+    reported.
+    """
     detector = detector or default_detector()
+    public_texts = {" ".join(v.split()).casefold() for v in public}
+    public_digits = {d[-9:] for d in ("".join(ch for ch in v if ch.isdigit()) for v in public) if len(d) >= 6}
+
+    def is_public(value: str) -> bool:
+        digits = "".join(ch for ch in value if ch.isdigit())
+        return " ".join(value.split()).casefold() in public_texts or (
+            len(digits) >= 6 and digits[-9:] in public_digits)
+
     findings = []
     for example_id, example in zip(example_ids, messages):
         for text in message_strings(example):
             for recognizer, entity, value in detector.find(text):
-                findings.append(PiiFinding(f"presidio:{recognizer}", entity, str(example_id), mask(value)))
+                if not is_public(value):
+                    findings.append(PiiFinding(f"presidio:{recognizer}", entity, str(example_id), mask(value)))
     return findings
 
 
