@@ -693,3 +693,16 @@ def test_the_business_s_own_published_data_is_kept_and_customers_data_is_not():
 def test_card_numbers_are_never_public():
     rows = [_conversation(f"c{i}", "How do I pay?", "Our test card is 4111 1111 1111 1111.") for i in range(5)]
     assert Anonymiser().public_values(pd.DataFrame(rows)) == {}
+
+
+@pytest.mark.parametrize("text, name", [
+    ("Amélie Quernezec passera chercher la commande demain.", "Amélie Quernezec"),
+    ("Please put Jürgen Oberwexler on the list for Saturday.", "Jürgen Oberwexler"),
+])
+def test_a_known_first_name_before_an_unknown_capitalised_word_is_a_name(text, name):
+    assert [s.text for s in find_pii(text) if s.kind == "PERSON_NAME"] == [name]
+
+
+@pytest.mark.parametrize("text", ["We deliver along the Jordan River.", "Grace Church is next door."])
+def test_a_first_name_that_is_a_common_word_needs_more(text):
+    assert [s for s in find_pii(text) if s.kind == "PERSON_NAME"] == []

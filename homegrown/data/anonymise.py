@@ -875,6 +875,7 @@ class Anonymiser:
 
     def _find_names(self, text: str, add: Callable[[str, int, int], None]) -> None:
         view = _case_view(text)
+
         words_in_text = frozenset(_LETTERS.findall(view.lower()))
         for m in _STRONG_NAME_CUE.finditer(view) if words_in_text & _STRONG_TRIGGERS else ():
             self._add_name(view, m.start("name"), m.group("name"), add, tier="strong")
@@ -912,9 +913,21 @@ class Anonymiser:
                 first_word in self._core_first_names
                 and first_word not in _COMMON_WORD_NAMES
                 and first_word not in _PLACE_WORDS
-                and self._is_surname(last_word)
+                and (self._is_surname(last_word) or self._uncommon(last_word))
             ):
                 add("PERSON_NAME", first.start(), last.end())
+
+    def _uncommon(self, word: str) -> bool:
+        """A capitalised word that is no common word, place or business word: after a known first name,
+        most likely a surname Faker does not list ("Amélie Vasseur-Lindqvist")."""
+        return (
+            len(word) > 2
+            and word not in self._common_words
+            and word not in _STOP_WORDS
+            and word not in _COMMON_WORD_NAMES
+            and word not in _PLACE_WORDS
+            and word not in self._first_names
+        )
 
     def _is_surname(self, word: str, surnames: frozenset[str] | None = None) -> bool:
         surnames = self._surnames if surnames is None else surnames
