@@ -190,6 +190,20 @@ def test_the_gate_never_passes_on_nothing():
 
 
 @pytest.mark.parametrize(("diff", "passes"), [
+    ((0.60, 0.40, 0.80), True),    # better on every one of the 4 examples: the bootstrap clears zero
+    ((0.20, -0.10, 0.50), False),  # better on some: within noise on 4 examples
+])
+def test_a_tiny_test_split_can_still_show_an_improvement_through_the_paired_bootstrap(diff, passes):
+    # A small business's test split has a handful of examples: the fixed margins are not judged, but the
+    # paired bootstrap, whose interval widens as examples get fewer, still decides whether it improved.
+    candidate = _counted({**BASE, "token_f1": BASE["token_f1"] + diff[0]}, 4)
+    decision = promotion_decision({**candidate, "privacy_leaks": 0}, _counted(BASE, 4), None, GateConfig(),
+                                  base_diffs={"token_f1": diff})
+    quality = [d for d in decision.details if d["check"] == "improvement_over_base"]
+    assert quality and quality[0]["passed"] is passes
+
+
+@pytest.mark.parametrize(("diff", "passes"), [
     ((0.05, 0.01, 0.09), True),    # the whole interval above zero: an improvement
     ((0.05, -0.02, 0.12), False),  # the point gain is there, but within noise
 ])

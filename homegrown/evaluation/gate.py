@@ -39,9 +39,10 @@ class GateConfig:
     model) cannot be estimated; its margin and champion checks are not judged, and the decision's
     ``notes`` say so ("fact_accuracy: n=1, not judged"). A metric measured for neither model is not
     judged either. But the gate never passes on nothing: at least one of ``improvement_metrics`` must
-    be judged and show an improvement over the base, which with the paired bootstrap of candidate minus
-    base (``promotion_decision``'s ``base_diffs``) means a 95% interval entirely on the better side of
-    zero, and without it a gain of at least ``min_improvement``.
+    show an improvement over the base, which with the paired bootstrap of candidate minus base
+    (``promotion_decision``'s ``base_diffs``, on any number of examples: the interval widens as they get
+    fewer) means a 95% interval entirely on the better side of zero, and without it a gain of at least
+    ``min_improvement`` on at least ``min_examples`` examples.
 
     ``champion_tolerance``: how much worse than the current champion any of ``champion_metrics`` may
     be. When the paired bootstrap of candidate minus champion over the same test examples is known
@@ -207,13 +208,17 @@ def promotion_decision(
     judged: list[str] = []
     for metric in config.improvement_metrics:
         cand, ref = _value(candidate, metric), _value(base, metric)
-        if cand is None or ref is None or _too_few(metric, candidate, base, "base", config.min_examples):
+        if cand is None or ref is None:
             continue
         gain = _improvement(metric, cand, ref)
         if base_diffs and metric in base_diffs:
+            # The paired bootstrap accounts for the sample size itself: on a handful of examples its
+            # interval clears zero only when the candidate is better on (nearly) every one of them.
             lo, hi = _better_interval(metric, base_diffs[metric])
             improved = lo > 0
             judged.append(f"{metric} {gain:+.4f} (95% CI [{lo:+.4f}, {hi:+.4f}])")
+        elif _too_few(metric, candidate, base, "base", config.min_examples):
+            continue
         else:
             improved = gain >= config.min_improvement - 1e-12
             judged.append(f"{metric} {gain:+.4f} (needs {config.min_improvement:+.4f})")
@@ -221,8 +226,9 @@ def promotion_decision(
             improvements.append(metric)
     if not judged:
         check("improvement_over_base", "quality", False,
-              f"quality: none of {', '.join(config.improvement_metrics)} could be judged (each needs at least "
-              f"{config.min_examples} examples for the candidate and the base); the gate does not pass on nothing",
+              f"quality: none of {', '.join(config.improvement_metrics)} could be judged (each needs a paired "
+              f"bootstrap or at least {config.min_examples} examples for the candidate and the base); the gate "
+              "does not pass on nothing",
               improved=[])
     else:
         check("improvement_over_base", "quality", bool(improvements),
