@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from homegrown.gateway.settings import GatewaySettings
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_tool_calls import serve  # the same loopback uvicorn runner the tests use
+    from loopback import serve_app as serve  # the same loopback uvicorn runner the tests use
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = GatewaySettings(api_keys=[KEY], log_db_url=f"sqlite:///{tmp}/log.sqlite",

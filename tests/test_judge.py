@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-import time
 
 import pandas as pd
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from loopback import serve_app
 
 from homegrown.evaluation.evaluate import evaluate_models, privacy_material
 from homegrown.evaluation.judge import JUDGE_SYSTEM_PROMPT, LLMJudge, parse_verdict
@@ -80,23 +77,8 @@ def chat_server():
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("test server did not start within 20 s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1", requests
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_app(app) as url:
+        yield f"{url}/v1", requests
 
 
 def _examples() -> list[dict]:
