@@ -41,8 +41,10 @@ class LoraTrainingConfig(dg.Config):
     bf16: str = Field(default="auto", description="auto | true | false: bf16 autocast.")
     qlora: bool = Field(default=False, description="CUDA only: 4-bit NF4 base + paged 8-bit AdamW.")
     gradient_checkpointing: bool = Field(default=False, description="Less memory, ~25% slower.")
-    early_stopping_patience: int = Field(default=2, description="Evaluations without validation gain before "
-                                                                "stopping (0: never stop early).")
+    early_stopping_patience: int | None = Field(
+        default=None, description="Evaluations without validation gain before stopping, keeping the best "
+                                  "checkpoint (0: never, keep the last; empty: 2 when the validation split has "
+                                  "20+ rows, else 0).")
     max_steps: int = Field(default=-1, description="Cap on optimiser steps (>0 overrides epochs).")
 
     @model_validator(mode="after")
@@ -64,7 +66,7 @@ class LoraTrainingConfig(dg.Config):
             eval_steps=self.eval_steps, time_budget_s=self.time_budget_s,
             seed=self.seed, batching=self.batching, bf16=bf16, qlora=self.qlora,
             gradient_checkpointing=self.gradient_checkpointing,
-            early_stopping_patience=self.early_stopping_patience or None, max_steps=self.max_steps,
+            early_stopping_patience=self.early_stopping_patience, max_steps=self.max_steps,
         )
 
 @dg.asset(group_name="model", kinds={"pytorch", "peft"}, deps=["dataset_splits"],

@@ -29,7 +29,7 @@ from homegrown.training.base import resolve_base_model
 from homegrown.training.merge import merge_adapter
 from homegrown.training.sft import TrainConfig, train
 
-COMMON = {"num_epochs": 1, "max_seq_length": 768, "early_stopping_patience": None}
+COMMON = {"num_epochs": 1, "max_seq_length": 768, "early_stopping_patience": 0}
 ATTENTION = {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "lora_r": 16, "lora_alpha": 32}
 ARMS = {
     # the seeds' recipe as the demo ran it before: attention only, r=16, 16-row optimiser steps

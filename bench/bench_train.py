@@ -338,7 +338,7 @@ def _worker(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
             gradient_accumulation=spec["accumulation"],
             max_steps=spec["warmup"] + spec["steps"],
             num_epochs=1.0,
-            early_stopping_patience=None,
+            early_stopping_patience=0,
             device="cpu",
             seed=spec["seed"],
         )

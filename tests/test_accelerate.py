@@ -60,7 +60,7 @@ def test_two_cpu_processes_train_and_only_rank0_writes(tmp_path, tiny_llama_dir)
             "learning_rate": 1e-2,
             "logging_steps": 1,
             "bf16": False,
-            "early_stopping_patience": None,
+            "early_stopping_patience": 0,
             "max_seq_length": 128,
         },
     }

@@ -97,3 +97,12 @@ def test_sequence_length_follows_the_data_within_the_models_window():
 def test_illegal_values_fail_before_anything_loads(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad).validate()
+
+
+def test_early_stopping_needs_a_validation_split_big_enough_to_judge_by():
+    small = choose_recipe(TrainConfig(), profile(43), CPU, SMOL)  # 5 validation rows
+    assert small.config.early_stopping_patience == 0 and "too few" in small.reasons["early_stopping_patience"]
+    big = choose_recipe(TrainConfig(), profile(508), CPU, SMOL)  # 63 validation rows
+    assert big.config.early_stopping_patience == 2
+    assert choose_recipe(TrainConfig(early_stopping_patience=0), profile(508), CPU, SMOL).config \
+        .early_stopping_patience == 0

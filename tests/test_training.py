@@ -126,7 +126,7 @@ def tiny_config(**overrides) -> TrainConfig:
         "gradient_accumulation": 1,
         "logging_steps": 1,
         "bf16": False,
-        "early_stopping_patience": None,
+        "early_stopping_patience": 0,
         "warmup_ratio": 0.0,
         "lr_scheduler": "constant",
         "max_seq_length": 256,
@@ -279,7 +279,7 @@ def test_read_split_names_the_bad_line(tmp_path):
         {"bf16": "yes"},
         {"device": "tpu"},
         {"eval_steps": 0},
-        {"early_stopping_patience": 0},
+        {"early_stopping_patience": -1},
         {"max_steps": 0},
         {"warmup_ratio": 1.5},
         {"lr_scheduler": "exotic"},
@@ -528,7 +528,7 @@ def test_embedded_smollm2_end_to_end(tmp_path):
         per_device_batch_size=4,
         gradient_accumulation=1,
         logging_steps=1,
-        early_stopping_patience=None,
+        early_stopping_patience=0,
     )
     result = train(cfg, train_path, val_path, base, tmp_path / "run")
     print("smollm2 metrics:", json.dumps(result.metrics))

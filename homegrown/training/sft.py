@@ -32,11 +32,11 @@ DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 BATCHING = ("group_by_length", "padding_free", "packing", "padded")
 # Fields the recipe (homegrown/training/recipe.py) chooses when they are left at None.
 AUTO_FIELDS = ("lora_r", "lora_alpha", "target_modules", "learning_rate", "num_epochs", "max_seq_length",
-               "per_device_batch_size", "gradient_accumulation", "eval_steps")
+               "per_device_batch_size", "gradient_accumulation", "eval_steps", "early_stopping_patience")
 # Legal stand-ins so that validate() can check the other fields of a config that is not resolved yet.
 _PLACEHOLDER = {"lora_r": 8, "lora_alpha": 16, "target_modules": "all-linear", "learning_rate": 1e-3,
                 "num_epochs": 1.0, "max_seq_length": 512, "per_device_batch_size": 2,
-                "gradient_accumulation": 1, "eval_steps": None}
+                "gradient_accumulation": 1, "eval_steps": None, "early_stopping_patience": 0}
 # Fields that change what the adapter is; resuming a checkpoint written under other values is refused.
 _RESUME_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora", "max_seq_length", "seed")
 
@@ -88,8 +88,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     # Evaluate (and checkpoint) every N optimiser steps; the best checkpoint by validation loss is kept.
     eval_steps: int | None = None
-    # Stop after this many evaluations without improvement of the validation loss; None disables it.
-    early_stopping_patience: int | None = 2
+    # Stop after this many evaluations without improvement of the validation loss and keep the best
+    # checkpoint; 0 disables both (the last checkpoint is kept).
+    early_stopping_patience: int | None = None
     # Cap on optimiser steps (overrides num_epochs when > 0); for tests and smoke runs.
     max_steps: int = -1
     # Wall-clock cap on the training loop in seconds: the recipe picks fewer epochs to fit it, and the run
@@ -201,10 +202,10 @@ class TrainConfig:
         if self.eval_steps is not None and (not isinstance(self.eval_steps, int) or self.eval_steps < 1):
             raise ValueError(f"eval_steps must be a positive integer or None, got {self.eval_steps!r}")
         if self.early_stopping_patience is not None and (
-            not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1
+            not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 0
         ):
             raise ValueError(
-                f"early_stopping_patience must be a positive integer or None, got {self.early_stopping_patience!r}"
+                f"early_stopping_patience must be an integer >= 0 or None, got {self.early_stopping_patience!r}"
             )
         if not isinstance(self.max_steps, int) or self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(
@@ -451,7 +452,7 @@ def build_trainer(
     )
     has_eval = bool(eval_rows)
     strategy = "steps" if cfg.eval_steps else "epoch"
-    early_stopping = has_eval and cfg.early_stopping_patience is not None
+    early_stopping = has_eval and bool(cfg.early_stopping_patience)
     args = SFTConfig(
         output_dir=str(checkpoint_dir),
         seed=cfg.seed,
