@@ -134,6 +134,12 @@ class GatewaySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
 
+    # -- request limits and admission control --
+
+    # -- trust levels and retention --
+
+    # -- budgets and rate limits --
+
     _split_lists = field_validator("api_keys", "admin_api_keys", "premium_keywords", mode="before")(
         _split_csv
     )
