@@ -29,8 +29,13 @@ def raw_interactions(
         "feedback_events": final.feedback_events,
         "pending_feedback": final.pending_feedback,
         "new_lines": new_lines,
+        # Bytes of unfinished last lines/rows (a writer mid-line), left for the next materialisation.
+        "held_back_bytes": sum(r.held_back_bytes for r in results),
     }
     context.log.info(f"ingested {new_lines} new lines from {locations}: {counts}")
+    failed_files = [failure for r in results for failure in r.failed_files]
+    if failed_files:
+        context.log.warning(f"{len(failed_files)} file(s) could not be read now, retried next time: {failed_files}")
 
     with stage_run(context, mlflow.tracker(), "raw_interactions") as run:
         run.log_params({"locations": ",".join(locations)})
@@ -48,6 +53,7 @@ def raw_interactions(
             f"{final.input_lines} lines = {final.interactions} kept + {final.superseded} superseded + "
             f"{final.quarantined} quarantined + {final.feedback_events} feedback events"),
         "opted_out_orgs": dg.MetadataValue.int(len(final.opted_out_orgs)),
+        "failed_files": dg.MetadataValue.int(len(failed_files)),
         "state_db": dg.MetadataValue.path(str(db_path)),
         "quarantine": table_preview(quarantine.tail(20), ["file", "line", "reason"]) if len(quarantine) else
         dg.MetadataValue.md("_none_"),

@@ -16,27 +16,42 @@ JSONL files, and the rows after the last consumed one of changed CSV and Parquet
 Every input line ever read is accounted for exactly once:
 ``input_lines == interactions + superseded + quarantined + feedback_events``. Blank JSONL lines are not
 input lines. A file that cannot be read at all (a corrupt Parquet file) is one quarantined line.
+
+Ingestion never jams on its input: any exception raised by one line or row (JSON nested too deeply to
+parse, a time that overflows, a value SQLite refuses) quarantines that row with the exception as its
+reason, and the next row and the next file are read. :class:`IngestLimits` bounds what is accepted: the
+longest line (``max_line_bytes``) and the window of ``created_at`` around the ingest clock. A last line
+or CSV row without its final newline is held back until the writer finishes it (``held_back_bytes``).
+A file that cannot be opened right now (an I/O error) is skipped for this call, listed in
+``failed_files``, and read again next time.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from homegrown.data.columns import INTERACTION_COLUMNS, JSON_INTERACTION_COLUMNS
-from homegrown.data.records import RecordError, normalise_record
-from homegrown.data.sources import Batch, FileInfo, ParseError, list_location, read_batches, read_optout
+from homegrown.data.records import RecordError, TimestampWindow, normalise_record
+from homegrown.data.sources import (
+    DEFAULT_MAX_LINE_BYTES,
+    Batch,
+    FileInfo,
+    ParseError,
+    list_location,
+    read_batches,
+    read_optout,
+)
 
 RAW_LIMIT = 10_000
 BATCH_ROWS = 5_000
@@ -85,6 +100,53 @@ WHERE excluded.created_at > feedback.created_at
 """
 
 
+@dataclass(frozen=True)
+class IngestLimits:
+    """What one ingestion accepts; rows outside these limits are quarantined with the limit as reason.
+
+    - ``max_line_bytes``: the longest JSONL line or CSV row (and the largest Parquet row once stored);
+    - ``earliest``: the oldest accepted ``created_at``;
+    - ``max_future``: how far past the ingest clock ``now`` a ``created_at`` may be (clock skew);
+    - ``now``: the ingest clock; None means the time :func:`ingest` starts.
+
+    :meth:`from_env` reads ``HOMEGROWN_MAX_LINE_BYTES``, ``HOMEGROWN_EARLIEST_CREATED_AT`` (ISO-8601) and
+    ``HOMEGROWN_MAX_FUTURE_SECONDS``.
+    """
+
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    earliest: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_future: timedelta = timedelta(days=1)
+    now: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_line_bytes < 1:
+            raise ValueError(f"max_line_bytes must be at least 1, got {self.max_line_bytes}")
+        if self.earliest.tzinfo is None or (self.now is not None and self.now.tzinfo is None):
+            raise ValueError("IngestLimits times must be timezone-aware")
+        if self.max_future < timedelta(0):
+            raise ValueError(f"max_future must not be negative, got {self.max_future}")
+
+    @classmethod
+    def from_env(cls) -> IngestLimits:
+        env = os.environ
+        limits: dict[str, Any] = {}
+        try:
+            if env.get("HOMEGROWN_MAX_LINE_BYTES"):
+                limits["max_line_bytes"] = int(env["HOMEGROWN_MAX_LINE_BYTES"])
+            if env.get("HOMEGROWN_EARLIEST_CREATED_AT"):
+                earliest = datetime.fromisoformat(env["HOMEGROWN_EARLIEST_CREATED_AT"])
+                limits["earliest"] = earliest if earliest.tzinfo else earliest.replace(tzinfo=UTC)
+            if env.get("HOMEGROWN_MAX_FUTURE_SECONDS"):
+                limits["max_future"] = timedelta(seconds=float(env["HOMEGROWN_MAX_FUTURE_SECONDS"]))
+        except ValueError as error:
+            raise ValueError(f"bad ingestion limit in the environment: {error}") from None
+        return cls(**limits)
+
+    def window(self, now: datetime) -> TimestampWindow:
+        """The accepted ``created_at`` range for an ingestion whose clock reads ``now``."""
+        return TimestampWindow(self.earliest, (self.now or now) + self.max_future)
+
+
 @dataclass
 class IngestResult:
     """What one :func:`ingest` call did (``new_*``) and the totals over every call on this database.
@@ -108,6 +170,7 @@ class IngestResult:
     pending_feedback: int = 0
     opted_out_orgs: list[str] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
+    failed_files: list[str] = field(default_factory=list)
     held_back_bytes: int = 0
     seconds: float = 0.0
 
@@ -121,15 +184,20 @@ class IngestResult:
         return self.new_lines / self.seconds if self.seconds else 0.0
 
 
-def ingest(location: str | Path, db_path: Path, batch_rows: int = BATCH_ROWS) -> IngestResult:
+def ingest(
+    location: str | Path, db_path: Path, batch_rows: int = BATCH_ROWS, limits: IngestLimits | None = None
+) -> IngestResult:
     """Read what is new in ``location`` (a folder or ``s3://bucket/prefix``) into the database at ``db_path``.
 
     Raises :class:`~homegrown.data.sources.OptOutError` before touching the database when
     ``optout.json`` is malformed, and ``FileNotFoundError`` when the location is not a folder.
-    Bad rows never raise: they are quarantined with their reason.
+    Bad rows never raise: they are quarantined with their reason. ``limits`` defaults to
+    :meth:`IngestLimits.from_env`.
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    limits = limits or IngestLimits.from_env()
+    window = limits.window(datetime.now(UTC))
     started = time.perf_counter()
     location = str(location)
     optout = read_optout(location)
@@ -154,7 +222,14 @@ def ingest(location: str | Path, db_path: Path, batch_rows: int = BATCH_ROWS) ->
             else:
                 result.updated_files += 1
                 position, line, tail = cursor[1], cursor[2], cursor[3] or b""
-            seq, held_back = _ingest_file(conn, file, position, line, tail, seq, batch_rows)
+            try:
+                seq, held_back = _ingest_file(
+                    conn, file, position, line, tail, seq, batch_rows, limits.max_line_bytes, window
+                )
+            except _TransientReadError as error:
+                result.failed_files.append(f"{file.path}: {error}")
+                seq = _totals(conn)["input_lines"]  # batches read before the error are committed
+                continue
             result.held_back_bytes += held_back
         after = _totals(conn)
 
@@ -167,20 +242,37 @@ def ingest(location: str | Path, db_path: Path, batch_rows: int = BATCH_ROWS) ->
     return result
 
 
+class _TransientReadError(Exception):
+    """The file could not be read right now (an I/O error); it is tried again on the next call."""
+
+
 def _ingest_file(
-    conn: sqlite3.Connection, file: FileInfo, position: int, line: int, tail: bytes, seq: int, batch_rows: int
+    conn: sqlite3.Connection,
+    file: FileInfo,
+    position: int,
+    line: int,
+    tail: bytes,
+    seq: int,
+    batch_rows: int,
+    max_line_bytes: int,
+    window: TimestampWindow,
 ) -> tuple[int, int]:
     """Read one file from its cursor; each batch and the cursor after it commit together."""
     held_back = 0
-    batches: Iterator[Batch] = read_batches(file, position, line, tail, batch_size=batch_rows)
+    batches: Iterator[Batch] = read_batches(
+        file, position, line, tail, batch_size=batch_rows, max_line_bytes=max_line_bytes
+    )
     while True:
         try:
             batch = next(batches, None)
-        except (csv.Error, pa.ArrowException, UnicodeError) as error:
+        except Exception as error:  # one file must never stop the others
+            if _is_transient(error):
+                raise _TransientReadError(f"{type(error).__name__}: {error}") from error
             # The file itself cannot be read (from here on); record that once, and retry when it changes.
             with _transaction(conn):
                 seq += 1
-                _quarantine(conn, [(seq, file.path, line, f"unreadable {file.format} file: {error}", None)])
+                reason = f"unreadable {file.format} file: {error}"
+                _quarantine(conn, [(seq, file.path, line, reason, None)])
                 _bump(conn, input_lines=1, quarantined=1)
                 _save_cursor(conn, file, position, line, tail)
             return seq, held_back
@@ -188,48 +280,132 @@ def _ingest_file(
             with _transaction(conn):
                 _save_cursor(conn, file, position, line, tail)
             return seq, held_back
-        seq = _store_batch(conn, file, batch, seq)
+        seq = _store_batch(conn, file, batch, seq, window, max_line_bytes)
         position, line, tail = batch.position, batch.line, batch.tail
         held_back = batch.held_back_bytes
 
 
-def _store_batch(conn: sqlite3.Connection, file: FileInfo, batch: Batch, seq: int) -> int:
-    interactions, feedback, quarantined = [], [], []
-    events = 0
+def _is_transient(error: Exception) -> bool:
+    """An error of the storage rather than of the file's content: worth retrying as it is."""
+    if isinstance(error, OSError):
+        return True
+    module = type(error).__module__ or ""
+    return module.startswith(("botocore", "boto3", "urllib3"))
+
+
+def _store_batch(
+    conn: sqlite3.Connection, file: FileInfo, batch: Batch, seq: int, window: TimestampWindow, max_line_bytes: int
+) -> int:
+    """Normalise and store one batch; every row is stored, counted as a feedback event, or quarantined."""
+    prepared: list[_Prepared] = []
+    max_stored = max_line_bytes if file.format == "parquet" else None
     for line, item in batch.rows:
         seq += 1
-        if isinstance(item, ParseError):
-            quarantined.append((seq, file.path, line, item.reason, item.raw[:RAW_LIMIT]))
-            continue
-        try:
-            kind, record = normalise_record(item)
-        except RecordError as error:
-            quarantined.append((seq, file.path, line, error.reason, _dumps(item)[:RAW_LIMIT]))
-            continue
-        if kind == "feedback":
-            events += 1
-            target, created_at = record.pop("feedback_for"), record.pop("created_at")
-            feedback.extend((target, key, _dumps(value), created_at, seq) for key, value in record.items())
-            continue
-        feedback.extend(
-            (record["id"], key, _dumps(value), record["created_at"], seq) for key, value in record["feedback"].items()
-        )
-        record["source"] = f"{file.path}:{line}"
-        interactions.append(
-            tuple(_dumps(record[c]) if c in STORED_JSON and record[c] is not None else record[c] for c in STORED_COLUMNS)
-            + (seq,)
-        )
-    with _transaction(conn):
-        conn.executemany(UPSERT_INTERACTION, interactions)
-        conn.executemany(UPSERT_FEEDBACK, feedback)
-        _quarantine(conn, quarantined)
-        _bump(
-            conn, input_lines=len(batch.rows), interaction_lines=len(interactions), feedback_events=events,
-            quarantined=len(quarantined),
-        )
-        # No fingerprint until the whole file is read, so an interrupted read resumes from this cursor.
-        _save_cursor(conn, file, batch.position, batch.line, batch.tail, fingerprint="")
+        prepared.append(_prepare(file, line, item, seq, window, max_stored))
+    try:
+        with _transaction(conn):
+            _write(conn, prepared)
+            _save_cursor(conn, file, batch.position, batch.line, batch.tail, fingerprint="")
+    except sqlite3.OperationalError:
+        raise  # the database itself (locked, disk full): retrying later is right
+    except Exception:  # noqa: BLE001 - some row's values are refused (a lone surrogate, a huge value)
+        with _transaction(conn):
+            for row in prepared:
+                conn.execute("SAVEPOINT row")
+                try:
+                    _write(conn, [row])
+                except sqlite3.OperationalError:
+                    raise
+                except Exception as error:  # noqa: BLE001
+                    conn.execute("ROLLBACK TO row")
+                    reason = f"cannot be stored ({type(error).__name__}: {error})"
+                    entry = (row.seq, file.path, row.line, _clean(reason), _raw(row.item))
+                    _write(conn, [_Prepared(row.seq, row.line, quarantined=entry)])
+                conn.execute("RELEASE row")
+            # No fingerprint until the whole file is read, so an interrupted read resumes from this cursor.
+            _save_cursor(conn, file, batch.position, batch.line, batch.tail, fingerprint="")
     return seq
+
+
+@dataclass
+class _Prepared:
+    """One input row ready to write: an interaction, a feedback event, or a quarantine entry."""
+
+    seq: int
+    line: int = 0
+    interaction: tuple | None = None
+    feedback: list[tuple] = field(default_factory=list)
+    event: bool = False
+    quarantined: tuple | None = None
+    item: Any = None  # the parsed input, to show if storing it fails
+
+
+def _prepare(
+    file: FileInfo, line: int, item: Any, seq: int, window: TimestampWindow, max_stored: int | None
+) -> _Prepared:
+    """Normalise one row; any exception it raises quarantines it with the exception as reason."""
+    if isinstance(item, ParseError):
+        return _Prepared(seq, line, quarantined=(seq, file.path, line, _clean(item.reason), _clean(item.raw)))
+    try:
+        kind, record = normalise_record(item, window, depth_checked=True)  # the readers bound the depth
+        if kind == "feedback":
+            target, created_at = record.pop("feedback_for"), record.pop("created_at")
+            feedback = [(target, key, _dumps(value), created_at, seq) for key, value in record.items()]
+            return _Prepared(seq, line, feedback=feedback, event=True, item=item)
+        feedback = [
+            (record["id"], key, _dumps(value), record["created_at"], seq) for key, value in record["feedback"].items()
+        ]
+        record["source"] = f"{file.path}:{line}"
+        values = tuple(
+            _dumps(record[c]) if c in STORED_JSON and record[c] is not None else record[c] for c in STORED_COLUMNS
+        )
+        if max_stored is not None:  # JSONL lines and CSV rows are bounded as they are read
+            stored = sum(len(value) for value in values if isinstance(value, str))
+            if stored > max_stored:
+                raise RecordError(
+                    f"row is {stored:,} characters once stored, over the limit of {max_stored:,} (max_line_bytes)"
+                )
+        return _Prepared(seq, line, interaction=values + (seq,), feedback=feedback, item=item)
+    except RecordError as error:
+        reason = error.reason
+    except RecursionError:
+        reason = "record nested too deeply to process (RecursionError)"
+    except Exception as error:  # noqa: BLE001 - one row must never stop the file
+        reason = f"cannot be processed ({type(error).__name__}: {error})"
+    return _Prepared(seq, line, quarantined=(seq, file.path, line, _clean(reason), _raw(item)))
+
+
+def _write(conn: sqlite3.Connection, rows: list[_Prepared]) -> None:
+    interactions = [row.interaction for row in rows if row.interaction is not None]
+    quarantined = [row.quarantined for row in rows if row.quarantined is not None]
+    conn.executemany(UPSERT_INTERACTION, interactions)
+    conn.executemany(UPSERT_FEEDBACK, [entry for row in rows for entry in row.feedback])
+    _quarantine(conn, quarantined)
+    _bump(
+        conn, input_lines=len(rows), interaction_lines=len(interactions),
+        feedback_events=sum(row.event for row in rows), quarantined=len(quarantined),
+    )
+
+
+def _raw(item: Any) -> str:
+    """The raw text of a quarantined record, truncated and safe to store whatever it holds."""
+    try:
+        text = _dumps(item)
+    except Exception as error:  # noqa: BLE001 - too deep or too odd to print
+        text = f"<cannot be shown: {type(error).__name__}>"
+    return _clean(text[:RAW_LIMIT])
+
+
+def _clean(text: str | None) -> str | None:
+    """Text SQLite accepts: truncated to ``RAW_LIMIT``, lone surrogates escaped."""
+    if text is None:
+        return None
+    text = text[:RAW_LIMIT]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def load_interactions(db_path: Path) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,9 @@ KNOWN_FIELDS = (
 EVENT_ENVELOPE = ("feedback_for", "created_at", "id", "org_id", "conversation_id", "metadata", "feedback")
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# Deeper lists/objects than this are refused: nothing in the format needs more than a handful of levels,
+# and a record nested hundreds deep breaks every recursive step after ingestion (RecursionError).
+MAX_NESTING_DEPTH = 64
 
 
 class RecordError(ValueError):
@@ -47,8 +51,38 @@ class RecordError(ValueError):
         self.reason = reason
 
 
-def normalise_timestamp(value: Any, field: str = "created_at") -> str:
-    """An ISO-8601 string (or datetime) as UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; naive times are UTC."""
+@dataclass(frozen=True)
+class TimestampWindow:
+    """The accepted range of ``created_at``: ``earliest <= created_at <= latest`` (both timezone-aware).
+
+    "Newest wins" makes a far-future time win forever, and a time before the product existed is a broken
+    clock; both are refused with a reason instead of being trusted.
+    """
+
+    earliest: datetime
+    latest: datetime
+
+    def __post_init__(self) -> None:
+        if self.earliest.tzinfo is None or self.latest.tzinfo is None:
+            raise ValueError("TimestampWindow bounds must be timezone-aware")
+        if self.earliest > self.latest:
+            raise ValueError(f"TimestampWindow is empty: earliest {self.earliest} is after latest {self.latest}")
+
+    def check(self, moment: datetime, field: str) -> None:
+        if moment < self.earliest:
+            raise RecordError(f"{field} {_iso(moment)} is before the earliest accepted time {_iso(self.earliest)}")
+        if moment > self.latest:
+            raise RecordError(
+                f"{field} {_iso(moment)} is after the latest accepted time {_iso(self.latest)} (in the future)"
+            )
+
+
+def normalise_timestamp(value: Any, field: str = "created_at", window: TimestampWindow | None = None) -> str:
+    """An ISO-8601 string (or datetime) as UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; naive times are UTC.
+
+    With a ``window``, a time outside it raises :class:`RecordError`; so does a time that cannot be
+    expressed in UTC at all (``0001-01-01T00:00:00+01:00``).
+    """
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
@@ -63,7 +97,18 @@ def normalise_timestamp(value: Any, field: str = "created_at") -> str:
         raise RecordError(f"{field} must be an ISO-8601 string, got {type(value).__name__}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+    try:
+        moment = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise RecordError(f"{field} is out of range once converted to UTC: {value!s}") from None
+    if window is not None:
+        window.check(moment, field)
+    return moment.strftime(TIMESTAMP_FORMAT)
+
+
+def _iso(moment: datetime) -> str:
+    """A datetime as ISO-8601 with a four-digit year (``strftime("%Y")`` drops the zeros of year 1)."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def coerce_csv_row(row: dict[str, str | None]) -> dict[str, Any]:
@@ -78,27 +123,47 @@ def coerce_csv_row(row: dict[str, str | None]) -> dict[str, Any]:
         if key in NON_STRING_SCALARS:
             try:
                 record[key] = json.loads(cell)
-            except ValueError:
+            except (ValueError, RecursionError):
                 record[key] = cell  # left as text so validation reports the bad value
         else:
             record[key] = cell
     return record
 
 
-def normalise_record(obj: Any) -> tuple[str, dict[str, Any]]:
+def normalise_record(
+    obj: Any, window: TimestampWindow | None = None, *, depth_checked: bool = False
+) -> tuple[str, dict[str, Any]]:
     """Validate one record and normalise it.
 
     Returns ``("interaction", row)`` with every interaction column except ``source`` (messages always
     in OpenAI chat form, defaults filled in), or ``("feedback", event)`` for a
     ``{"feedback_for": id, "created_at": ..., <feedback fields>}`` row, with ``created_at`` normalised.
-    Raises :class:`RecordError` when the record does not fit the interaction format.
+    Raises :class:`RecordError` when the record does not fit the interaction format, including a
+    ``created_at`` outside ``window`` (when given) and lists/objects nested deeper than
+    ``MAX_NESTING_DEPTH`` (``depth_checked``: the caller has already checked that, see :func:`check_depth`).
     """
     if not isinstance(obj, dict):
         raise RecordError(f"not a JSON object (got {_json_type(obj)})")
+    if not depth_checked:
+        check_depth(obj)
     record = {key: value for key, value in obj.items() if not _is_missing(value)}
     if "feedback_for" in record:
-        return "feedback", _normalise_feedback_event(record)
-    return "interaction", _normalise_interaction(record)
+        return "feedback", _normalise_feedback_event(record, window)
+    return "interaction", _normalise_interaction(record, window)
+
+
+def check_depth(obj: Any, limit: int = MAX_NESTING_DEPTH) -> None:
+    """Raise :class:`RecordError` when lists/objects nest deeper than ``limit`` (level by level: no recursion)."""
+    level, depth = [obj], 1
+    while level:
+        if depth > limit:
+            raise RecordError(f"record is nested deeper than {limit} levels of lists/objects")
+        deeper = []
+        for value in level:
+            for item in value.values() if isinstance(value, dict) else value:
+                if isinstance(item, (dict, list)):
+                    deeper.append(item)
+        level, depth = deeper, depth + 1
 
 
 def normalise_feedback(value: Any, field: str = "feedback") -> dict[str, Any]:
@@ -114,9 +179,9 @@ def normalise_feedback(value: Any, field: str = "feedback") -> dict[str, Any]:
     return feedback
 
 
-def _normalise_interaction(record: dict[str, Any]) -> dict[str, Any]:
+def _normalise_interaction(record: dict[str, Any], window: TimestampWindow | None) -> dict[str, Any]:
     interaction_id = _required_string(record, "id")
-    created_at = normalise_timestamp(_required(record, "created_at"))
+    created_at = normalise_timestamp(_required(record, "created_at"), window=window)
     messages = _conversation(record)
 
     row: dict[str, Any] = {
@@ -144,11 +209,11 @@ def _normalise_interaction(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _normalise_feedback_event(record: dict[str, Any]) -> dict[str, Any]:
+def _normalise_feedback_event(record: dict[str, Any], window: TimestampWindow | None) -> dict[str, Any]:
     target = record["feedback_for"]
     if not isinstance(target, str) or not target:
         raise RecordError(f"feedback_for must be a non-empty string, got {_json_type(target)}")
-    created_at = normalise_timestamp(_required(record, "created_at"))
+    created_at = normalise_timestamp(_required(record, "created_at"), window=window)
     conversation_keys = sorted(record.keys() & {key for keys in SHAPES.values() for key in keys})
     if conversation_keys:
         raise RecordError(f"a feedback event must not carry a conversation (found {', '.join(conversation_keys)})")
@@ -308,9 +373,14 @@ def _critic(value: Any) -> dict[str, Any] | None:
 def _parse_nested(value: Any, field: str) -> Any:
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            parsed = json.loads(value)
         except ValueError as error:
             raise RecordError(f"{field} is a string that is not valid JSON ({error})") from None
+        except RecursionError:
+            raise RecordError(f"{field} is a JSON string nested too deeply to parse") from None
+        if value.count("[") + value.count("{") > MAX_NESTING_DEPTH:  # else it cannot be too deep
+            check_depth(parsed)  # a JSON string (a CSV cell) is checked like the record it sits in
+        return parsed
     return value
 
 
