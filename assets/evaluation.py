@@ -7,6 +7,7 @@ from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run
 from homegrown.data.ingest import load_interactions
+from homegrown.data.quality import training_provenance
 from homegrown.evaluation.evaluate import (
     attach_logged_answers,
     evaluate_models,
@@ -100,6 +101,7 @@ def eval_report(
             champion=champion_name, gate_config=config.gate_config(), pii_strings=pii,
             opted_out_texts=opted_out_texts, public_texts=public_texts,
             loss_history=adapter.get("history"), score_distribution=scored["score"].dropna().tolist(),
+            provenance=training_provenance(read_parquet(splits["paths"]["train"]["parquet"]), interactions),
             max_tokens=config.max_tokens, judge=judge,
         )
     finally:

@@ -26,6 +26,12 @@ class ScoringConfig(dg.Config):
     keep_on_booking: bool = Field(default=True, description="led_to_booking keeps a row by itself.")
     rating_min: int = Field(default=4, description="customer_rating at or above this keeps a row by itself.")
     use_admin_corrections: bool = Field(default=True, description="An admin correction replaces the answer and keeps it.")
+    correction_roles: list[str] = Field(
+        default=["reviewer", "admin", "import"],
+        description="Whose corrections replace an answer: key roles of the gateway (app, reviewer, admin) and "
+                    "'import' for logs read from files. An app key's correction is never trusted by default.")
+    trusted_feedback_only: bool = Field(
+        default=False, description="Also ignore thumbs, ratings and outcomes that came from app keys.")
     drop_on_thumbs_down: bool = Field(default=True, description="Thumbs down drops a row unless corrected.")
     require_valid_output: bool = Field(default=True, description="An invalid answer (bad JSON, bad tool call) drops.")
     keep_synthetic: bool = Field(default=True, description="Keep synthetic examples from the knowledge file.")
@@ -44,7 +50,9 @@ class ScoringConfig(dg.Config):
 
     def to_policy(self) -> QualityPolicy:
         fields = QualityPolicy.__dataclass_fields__
-        return QualityPolicy(**{k: v for k, v in self.model_dump().items() if k in fields})
+        values = {k: v for k, v in self.model_dump().items() if k in fields}
+        values["correction_roles"] = tuple(values["correction_roles"])
+        return QualityPolicy(**values)
 
 @dg.asset(
     group_name="data",

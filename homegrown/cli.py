@@ -304,6 +304,47 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def ingestion_state_db() -> Path | None:
+    """The ingestion state database of the latest ``raw_interactions`` (or its default place), if it exists."""
+    raw = _store().latest("raw_interactions")
+    path = Path(raw["db_path"]) if raw else paths.home() / "artifacts" / "raw_interactions" / "state" / "interactions.sqlite"
+    return path if path.exists() else None
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from homegrown.data.forget import FORGET_LOG, forget
+    from homegrown.gateway.settings import GatewaySettings
+
+    state_db = Path(args.state_db) if args.state_db else ingestion_state_db()
+    entry = forget(org_id=args.org, conversation_id=args.conversation, log_db_url=GatewaySettings().log_db_url,
+                   state_db=state_db, forget_log=paths.home() / FORGET_LOG, by=args.by)
+    gateway, state = entry.get("gateway_log", {}), entry.get("ingestion_state") or {}
+    print(f"gateway log: {gateway.get('interactions', 0)} interactions, {gateway.get('feedback_events', 0)} "
+          f"feedback events, {gateway.get('export_lines', 0)} export lines removed")
+    print(f"ingestion state: {state.get('interactions', 0)} interactions, {state.get('feedback', 0)} feedback "
+          f"fields, {state.get('quarantined', 0)} quarantined lines removed"
+          + ("; organisation added to the opt-out list" if state.get("opted_out") else "")
+          + ("" if state_db else " (no ingestion state found)"))
+    print(f"record appended to {paths.home() / FORGET_LOG}")
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from homegrown.gateway.logstore import LogStore
+    from homegrown.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    days = settings.log_retention_days if args.days is None else args.days
+    action = args.action or settings.retention_action
+    store = LogStore(settings.log_db_url)
+    try:
+        result = store.apply_retention(days, action)
+    finally:
+        store.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="homegrown", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -366,6 +407,20 @@ def main(argv: list[str] | None = None) -> int:
     lin.add_argument("--model", help="a registered model version")
     lin.add_argument("--all-ids", action="store_true", help="list every interaction id (with --model)")
     lin.set_defaults(func=cmd_lineage)
+
+    fg = sub.add_parser("forget", help="remove an organisation's or a conversation's rows from the gateway log, its "
+                                       "exports and the ingestion state, and keep them out of future datasets")
+    target = fg.add_mutually_exclusive_group(required=True)
+    target.add_argument("--org", help="organisation id")
+    target.add_argument("--conversation", help="conversation id")
+    fg.add_argument("--state-db", help="ingestion state database (default: the latest raw_interactions')")
+    fg.add_argument("--by", help="who asks (recorded in the forget log; default: the OS user)")
+    fg.set_defaults(func=cmd_forget)
+
+    ret = sub.add_parser("retention", help="delete or anonymise gateway log rows older than the retention period")
+    ret.add_argument("--days", type=int, help="default: HOMEGROWN_LOG_RETENTION_DAYS (30)")
+    ret.add_argument("--action", choices=["delete", "anonymise"], help="default: HOMEGROWN_RETENTION_ACTION (delete)")
+    ret.set_defaults(func=cmd_retention)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from homegrown.gateway.logstore import EXPORT_FILE, LogStore, UnknownInteraction, export_jsonl, utc_now_iso
+from homegrown.gateway.logstore import (
+    EXPORT_FILE,
+    SUGGESTED_CORRECTION,
+    LogStore,
+    UnknownInteraction,
+    export_jsonl,
+    utc_now_iso,
+)
 
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
 
@@ -164,3 +173,62 @@ def test_module_export_uses_the_configured_database(tmp_path: Path, monkeypatch:
     db.close()
     rows = read_jsonl(export_jsonl(tmp_path / "input"))
     assert [r["id"] for r in rows] == ["chatcmpl-0007"]
+
+
+# -- provenance and private files --------------------------------------------------------------------------
+
+APP = {"source": "gateway", "key_id": "key-app", "role": "app"}
+ADMIN = {"source": "gateway", "key_id": "key-admin", "role": "admin"}
+
+
+def test_export_writes_each_fields_provenance_and_demotes_untrusted_corrections(store: LogStore, tmp_path: Path):
+    store.log_interaction(record(1))
+    store.add_feedback("chatcmpl-0001", {"thumbs": 1, "admin_correction": "poison"}, provenance=APP)
+    store.add_feedback("chatcmpl-0001", {"admin_correction": "right"}, provenance=ADMIN)
+    rows = read_jsonl(store.export_jsonl(tmp_path / "input"))
+    app_event, admin_event = rows[1], rows[2]
+    assert app_event == {
+        "feedback_for": "chatcmpl-0001", "created_at": app_event["created_at"],
+        "thumbs": 1, "thumbs_provenance": APP,
+        SUGGESTED_CORRECTION: "poison", SUGGESTED_CORRECTION + "_provenance": APP,
+    }
+    assert admin_event["admin_correction"] == "right" and admin_event["admin_correction_provenance"] == ADMIN
+    for row in rows:
+        assert_interaction_format(row)
+    assert store.feedback_events("chatcmpl-0001")[0]["fields"]["admin_correction"] == "poison", "stored as given"
+
+
+def test_database_and_export_are_private(store: LogStore, tmp_path: Path):
+    store.log_interaction(record(1))
+    path = store.export_jsonl(tmp_path / "input")
+    for file in (tmp_path / "log.sqlite", tmp_path / "log.sqlite-wal", path):
+        assert file.exists() and stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+def test_an_export_made_before_exports_were_private_becomes_private(store: LogStore, tmp_path: Path):
+    out = tmp_path / "input"
+    out.mkdir()
+    (out / EXPORT_FILE).write_text("")
+    os.chmod(out / EXPORT_FILE, 0o644)
+    store.log_interaction(record(1))
+    assert stat.S_IMODE(store.export_jsonl(out).stat().st_mode) == 0o600
+
+
+def test_an_older_database_gets_the_new_columns(tmp_path: Path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE interactions (id VARCHAR(80) PRIMARY KEY, created_at VARCHAR(32), conversation_id "
+            "VARCHAR(200), org_id VARCHAR(200), model VARCHAR(200), route VARCHAR(32), status VARCHAR(16), "
+            "latency_ms FLOAT, prompt_tokens INTEGER, completion_tokens INTEGER, record JSON, version INTEGER, "
+            "exported_version INTEGER, pending_export BOOLEAN);"
+            "CREATE TABLE feedback_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, feedback_for VARCHAR(80), "
+            "created_at VARCHAR(32), fields JSON, exported BOOLEAN);"
+        )
+    db = LogStore(f"sqlite:///{path}")
+    db.log_interaction(record(1))
+    db.add_feedback("chatcmpl-0001", {"thumbs": 1}, provenance=APP)
+    assert db.feedback_events()[0]["provenance"] == APP
+    db.close()

@@ -231,6 +231,7 @@ def ingest(
                 seq = _totals(conn)["input_lines"]  # batches read before the error are committed
                 continue
             result.held_back_bytes += held_back
+        _drop_forgotten(conn)
         after = _totals(conn)
 
     for name in ("input_lines", "interactions", "superseded", "quarantined", "feedback_events"):
@@ -240,6 +241,19 @@ def ingest(
     result.opted_out_orgs = sorted(load_optout(db_path))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _drop_forgotten(conn: sqlite3.Connection) -> None:
+    """Keep conversations that ``homegrown forget`` removed out, even when an input file holding them is read
+    again (the ``forgotten`` table is written by :mod:`homegrown.data.forget`)."""
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'forgotten'").fetchone()
+    if not exists:
+        return
+    forgotten = "SELECT value FROM forgotten WHERE kind = 'conversation_id'"
+    with conn:
+        conn.execute(f"DELETE FROM feedback WHERE target_id IN (SELECT id FROM interactions "
+                     f"WHERE conversation_id IN ({forgotten}))")
+        conn.execute(f"DELETE FROM interactions WHERE conversation_id IN ({forgotten})")
 
 
 class _TransientReadError(Exception):

@@ -11,6 +11,14 @@ keep/drop decision with a short reason. The decision, in order:
 4. A keep signal keeps it: a critic ``quality_score`` strictly above ``critic_min``, a booking, or a
    customer rating of at least ``rating_min``.
 5. Otherwise the score decides: kept when ``score >= threshold``.
+
+Trust: a record's ``metadata.provenance`` says where it came from (``{"source": "gateway", "key_id",
+"role": "app"|"reviewer"|"admin"}``); a record without one was imported from a file (role ``import``).
+Each feedback field's provenance is ``feedback["<field>_provenance"]`` (the gateway exports it so). A
+field without one has role ``import`` on an imported record, and ``unknown`` on a gateway record (it was
+not given through the gateway's trust checks). Only corrections whose role is in ``correction_roles``
+replace an answer; with ``trusted_feedback_only`` the other feedback fields count only from those roles
+too. An ignored correction is named in the row's reason.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from homegrown.data.validity import check_output
 
 OUTCOMES = ("accepted", "accepted_with_edits", "rejected", "abandoned", "regenerated")
 MAX_SCORE = 10.0
+TRUST_ROLES = ("app", "reviewer", "admin", "import", "unknown")
+PROVENANCE_SUFFIX = "_provenance"
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,12 @@ class QualityPolicy:
     """An answer that is not a valid output for its task is dropped whatever its other signals."""
     keep_synthetic: bool = True
     """Synthetic examples (generated from the business's knowledge) are kept."""
+    correction_roles: tuple[str, ...] = ("reviewer", "admin", "import")
+    """Roles whose ``admin_correction`` replaces the answer; a correction from any other role (an app key,
+    or a field of unknown origin on a gateway record) is ignored and the logged answer judged as it is."""
+    trusted_feedback_only: bool = False
+    """When True, thumbs, outcomes, ratings and bookings count only from ``correction_roles`` too; when
+    False (the default) an app key's ratings count like anyone's (they cannot replace an answer)."""
 
     def __post_init__(self) -> None:
         weights = {f.name: getattr(self, f.name) for f in fields(self) if f.name.endswith("_weight")}
@@ -99,6 +115,12 @@ class QualityPolicy:
                 "other rule keeps rows, so nothing would ever be kept"
             )
         object.__setattr__(self, "drop_outcomes", tuple(self.drop_outcomes))
+        if isinstance(self.correction_roles, str):
+            raise TypeError("correction_roles must be a sequence of roles, not a single string")
+        unknown_roles = sorted(set(self.correction_roles) - set(TRUST_ROLES))
+        if unknown_roles:
+            raise ValueError(f"unknown roles in correction_roles: {unknown_roles}; known: {', '.join(TRUST_ROLES)}")
+        object.__setattr__(self, "correction_roles", tuple(self.correction_roles))
 
     @property
     def max_score(self) -> float:
@@ -139,6 +161,83 @@ def _is_true(value: Any) -> bool:
 
 def _as_dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def record_role(metadata: Any) -> str:
+    """The trust role of an interaction record: its ``metadata.provenance.role``, else ``import``."""
+    provenance = _as_dict(_as_dict(metadata).get("provenance"))
+    role = provenance.get("role")
+    return role if role in TRUST_ROLES else "import"
+
+
+def field_role(feedback: dict, name: str, metadata: Any) -> str:
+    """The trust role of one feedback field (see the module docstring)."""
+    provenance = _as_dict(feedback.get(name + PROVENANCE_SUFFIX))
+    role = provenance.get("role")
+    if role in TRUST_ROLES:
+        return role
+    if provenance.get("source") == "import":
+        return "import"
+    return "import" if record_role(metadata) == "import" else "unknown"
+
+
+def trusted_feedback(policy: QualityPolicy, feedback: dict, metadata: Any) -> tuple[dict, str | None]:
+    """The feedback fields the policy lets count, and a note on an ignored correction (or None).
+
+    Provenance entries are left out of the result; so is every field from an untrusted role when
+    ``policy.trusted_feedback_only``.
+    """
+    kept: dict = {}
+    note = None
+    for name, value in feedback.items():
+        if name.endswith(PROVENANCE_SUFFIX):
+            continue
+        role = field_role(feedback, name, metadata)
+        trusted = role in policy.correction_roles
+        if name == "admin_correction" and not trusted:
+            if _correction(feedback) is not None:
+                note = f"ignored a correction from role {role}"
+            continue
+        if policy.trusted_feedback_only and not trusted:
+            continue
+        kept[name] = value
+    return kept, note
+
+
+def trust_level(policy: QualityPolicy, feedback: Any, metadata: Any) -> str:
+    """Who supplied the answer an example teaches: the role of a correction used, else of the record."""
+    feedback = _as_dict(feedback)
+    kept, _ = trusted_feedback(policy, feedback, metadata)
+    if _correction(kept) is not None:
+        return field_role(feedback, "admin_correction", metadata)
+    return record_role(metadata)
+
+
+def training_provenance(
+    examples: pd.DataFrame, interactions: pd.DataFrame, policy: QualityPolicy | None = None
+) -> dict[str, int]:
+    """How many ``examples`` (e.g. the train split) came from each trust level.
+
+    Levels: ``synthetic``, and for logged examples the role of whoever supplied the answer (``app``,
+    ``reviewer``, ``admin``, ``import``, ``unknown``; see :func:`trust_level`). An example merged from
+    duplicates counts under its first source interaction; one whose source is no longer ingested
+    counts as ``unknown``.
+    """
+    policy = policy or QualityPolicy()
+    by_id = {}
+    if len(interactions):
+        by_id = dict(zip(interactions["id"].tolist(),
+                         zip(interactions["feedback"].tolist(), interactions["metadata"].tolist())))
+    counts: dict[str, int] = {}
+    for synthetic, sources in zip(examples["synthetic"].tolist(), examples["source_ids"].tolist()):
+        if synthetic is not None and pd.notna(synthetic) and bool(synthetic):
+            level = "synthetic"
+        else:
+            sources = [] if sources is None or isinstance(sources, str) else list(sources)
+            found = by_id.get(str(sources[0])) if sources else None
+            level = trust_level(policy, *found) if found else "unknown"
+        counts[level] = counts.get(level, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _correction(feedback: dict) -> str | None:
@@ -261,14 +360,16 @@ def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
         df["tools"].tolist(),
         df["feedback"].tolist(),
         df["critic"].tolist(),
+        df["metadata"].tolist(),
         continued,
     )
-    for interaction_id, example_type, messages, tools, feedback, critic, was_continued in rows:
+    for interaction_id, example_type, messages, tools, feedback, critic, metadata, was_continued in rows:
         if not isinstance(messages, list):
             raise TypeError(
                 f"interaction {interaction_id!r}: messages must be a list, got {type(messages).__name__}"
             )
-        feedback, critic = _as_dict(feedback), _as_dict(critic)
+        feedback, note = trusted_feedback(policy, _as_dict(feedback), metadata)
+        critic = _as_dict(critic)
         correction = _correction(feedback)
         if correction is not None:
             messages = apply_correction(messages, correction)
@@ -279,6 +380,8 @@ def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
         keep, reason = _decide(
             policy, score, parts, valid, validity_reason, feedback, critic, correction is not None
         )
+        if note:
+            reason = f"{reason} ({note})"
         ids.append(example_id(str(interaction_id), messages))
         source_ids.append([str(interaction_id)])
         messages_out.append(messages)

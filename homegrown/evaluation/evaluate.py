@@ -90,6 +90,7 @@ def evaluate_models(
     public_texts: list[str] | None = None,
     loss_history: list[dict] | None = None,
     score_distribution: list[float] | None = None,
+    provenance: dict[str, int] | None = None,
     max_tokens: int = 1024,
     api_key: str | None = None,
     judge: Any = None,
@@ -148,6 +149,8 @@ def evaluate_models(
         extras["gate"] = decision
     if probe:
         extras["privacy"] = probe
+    if provenance:
+        extras["provenance"] = provenance
     out_dir.mkdir(parents=True, exist_ok=True)
     report = write_report(results, out_dir, extras)
     (out_dir / "summary.json").write_text(json.dumps(

@@ -58,6 +58,12 @@ img { max-width: 100%; }
 {% for row in metric_rows %}<tr><td>{{ row.metric }}{% if row.lower %} (lower is better){% endif %}</td>
 {% for cell in row.cells %}<td class="num">{{ cell }}</td>{% endfor %}</tr>{% endfor %}
 </table>
+{% if provenance %}
+<h2>Training set by trust level</h2>
+<table><tr><th>trust level</th><th>examples</th><th>share</th></tr>
+{% for row in provenance %}<tr><td>{{ row.level }}</td><td class="num">{{ row.n }}</td><td class="num">{{ row.share }}</td></tr>{% endfor %}
+</table>
+{% endif %}
 {% for plot in plots %}<h2>{{ plot.title }}</h2><img alt="{{ plot.title }}" src="data:image/png;base64,{{ plot.data }}">{% endfor %}
 <h2>Per example type</h2>
 {% for m in models %}<h3>{{ m }}</h3>
@@ -213,8 +219,25 @@ def _privacy_lines(privacy: dict[str, Any]) -> list[str]:
     return lines + ([""] if leaks else [])
 
 
+def _provenance_rows(provenance: dict[str, int] | None) -> list[dict[str, Any]]:
+    """``{trust level: examples}`` as table rows with each level's share of the training set."""
+    if not provenance:
+        return []
+    total = sum(provenance.values())
+    return [{"level": level, "n": n, "share": f"{n / total:.0%}" if total else "–"}
+            for level, n in provenance.items()]
+
+
+def _provenance_lines(provenance: dict[str, int] | None) -> list[str]:
+    rows = _provenance_rows(provenance)
+    if not rows:
+        return []
+    return (["**Training set by trust level**", "", "| trust level | examples | share |", "|---|---|---|"]
+            + [f"| {row['level']} | {row['n']} | {row['share']} |" for row in rows] + [""])
+
+
 def _markdown(results: dict[str, EvalResult], gate: GateDecision | None,
-              privacy: dict[str, Any] | None = None) -> str:
+              privacy: dict[str, Any] | None = None, provenance: dict[str, int] | None = None) -> str:
     models = list(results)
     lines = ["# Evaluation", ""]
     if gate is not None:
@@ -235,7 +258,8 @@ def _markdown(results: dict[str, EvalResult], gate: GateDecision | None,
     perf_keys = sorted({k for m in models for k in results[m].performance})
     for key in perf_keys:
         lines.append(f"| {key} | " + " | ".join(_fmt(results[m].performance.get(key)) for m in models) + " |")
-    lines += ["", _fact_note(results)]
+    lines += [""] + _provenance_lines(provenance)
+    lines += [_fact_note(results)] if provenance else ["", _fact_note(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -248,15 +272,23 @@ def write_report(
 
     ``extras`` may hold ``loss_history`` (trainer log entries with ``step``, ``loss``, ``eval_loss``),
     ``score_distribution`` (the data's quality scores), ``gate`` (a ``GateDecision``) and ``privacy``
-    (the ``privacy_probe`` result: its leaks are listed with where each leaked value came from).
+    (the ``privacy_probe`` result: its leaks are listed with where each leaked value came from) and
+    ``provenance`` (``{trust level: examples}`` of the training set, from
+    ``homegrown.data.quality.training_provenance``).
     Returns ``{"html": path, "markdown": path, "json": path, "plots": [paths]}``.
     """
     if not results:
         raise ValueError("write_report needs at least one model's results")
     extras = extras or {}
-    unknown = sorted(set(extras) - {"loss_history", "score_distribution", "gate", "privacy"})
+    unknown = sorted(set(extras) - {"loss_history", "score_distribution", "gate", "privacy", "provenance"})
     if unknown:
-        raise ValueError(f"unknown report extras {unknown}; expected loss_history, score_distribution, gate, privacy")
+        raise ValueError(
+            f"unknown report extras {unknown}; expected loss_history, score_distribution, gate, privacy, provenance")
+    provenance = extras.get("provenance")
+    if provenance is not None and not (
+        isinstance(provenance, dict) and all(isinstance(n, int) and n >= 0 for n in provenance.values())
+    ):
+        raise ValueError("extras['provenance'] must map trust levels to example counts")
     privacy = extras.get("privacy")
     if privacy is not None and not (isinstance(privacy, dict) and "leaks" in privacy):
         raise ValueError("extras['privacy'] must be a privacy_probe result (a dict with 'leaks')")
@@ -296,17 +328,18 @@ def write_report(
 
     env = Environment(autoescape=select_autoescape(default_for_string=True, default=True))
     page = env.from_string(_HTML).render(
-        gate=gate, privacy=privacy, fact_note=_fact_note(results), models=models, metric_rows=metric_rows, type_metrics=type_metrics, type_rows=type_rows,
+        gate=gate, privacy=privacy, provenance=_provenance_rows(provenance), fact_note=_fact_note(results), models=models, metric_rows=metric_rows, type_metrics=type_metrics, type_rows=type_rows,
         plots=[{"title": t, "data": base64.b64encode(p.read_bytes()).decode("ascii")} for t, p in plots],
         worst=_worst(results, WORST_PER_MODEL),
     )
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     md_path = out / "report.md"
-    md_path.write_text(_markdown(results, gate, privacy), encoding="utf-8")
+    md_path.write_text(_markdown(results, gate, privacy, provenance), encoding="utf-8")
     json_path = out / "results.json"
     json_path.write_text(json.dumps(
         {"models": {m: r.to_dict() for m, r in results.items()},
-         "gate": gate.to_dict() if gate is not None else None, "privacy": privacy}, indent=2, default=str), encoding="utf-8")
+         "gate": gate.to_dict() if gate is not None else None, "privacy": privacy,
+         "training_provenance": provenance}, indent=2, default=str), encoding="utf-8")
     return {"html": html_path, "markdown": md_path, "json": json_path, "plots": [p for _, p in plots]}
 

@@ -36,7 +36,7 @@ def smoke_test(url: str, api_key: str, expected_model: str, prompt: str, timeout
 
 
 def _reload(url: str, settings: GatewaySettings) -> None:
-    key = (settings.admin_api_keys or [settings.client_api_key()])[0]
+    key = settings.admin_api_key()
     response = httpx.post(f"{url.rstrip('/')}/admin/reload", headers={"Authorization": f"Bearer {key}"}, timeout=120)
     if response.status_code != 200:
         raise RuntimeError(f"gateway reload failed ({response.status_code}): {response.text[:500]}")
