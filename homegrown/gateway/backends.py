@@ -449,9 +449,15 @@ class OpenAICompatibleBackend:
 
 
 def build_backend(spec: ModelSpec, settings: GatewaySettings) -> Backend:
-    """A backend for one ``models.json`` entry."""
+    """A backend for one ``models.json`` entry; a GGUF model runs in a supervised child process unless
+    ``HOMEGROWN_MODEL_WORKER=inline``."""
     if spec.gguf_path is not None:
-        return LlamaCppBackend(
+        backend_class: Any = LlamaCppBackend
+        if settings.model_worker == "process":
+            from homegrown.gateway.worker import ProcessBackend
+
+            backend_class = ProcessBackend
+        return backend_class(
             spec.gguf_path,
             settings.n_ctx,
             settings.n_threads,

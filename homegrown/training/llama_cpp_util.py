@@ -123,7 +123,9 @@ def grammar_for_response_format(response_format: dict[str, Any] | None) -> Any |
     to that schema's structure. llama.cpp's converter covers types, required and optional properties,
     enums, ``$ref``/``$defs``, ``oneOf``/``anyOf`` and string patterns; what it cannot express (``if``/
     ``then`` and most numeric bounds) is still checked after generation by whoever validates the answer.
-    Raises ValueError for an unknown type or a schema the converter rejects.
+    Raises ValueError for an unknown type or a schema the converter rejects, and
+    :class:`~homegrown.gateway.grammar_limits.SchemaTooComplex` (a ValueError) for a schema or grammar over
+    the caps that keep llama.cpp from crashing or stalling on it.
     """
     if not response_format or response_format.get("type", "text") == "text":
         return None
@@ -136,6 +138,10 @@ def grammar_for_response_format(response_format: dict[str, Any] | None) -> Any |
         schema = response_format.get("schema")
     else:
         raise ValueError(f"response_format type must be text, json_object or json_schema, got {kind!r}")
+    if schema is not None:
+        from homegrown.gateway.grammar_limits import check_json_schema
+
+        check_json_schema(schema, "response_format")
     # Key order matters: the grammar emits properties in the schema's order, which should be the order the
     # model learned, so the schema is not re-sorted.
     return _grammar(json.dumps(_tagged_unions_as_one_of(schema)) if schema is not None else None)
@@ -164,14 +170,18 @@ def _tagged_unions_as_one_of(node: Any) -> Any:
 @lru_cache(maxsize=32)
 def _grammar(schema_json: str | None) -> Any:
     from llama_cpp import LlamaGrammar
-    from llama_cpp.llama_grammar import JSON_GBNF
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+    from homegrown.gateway.grammar_limits import check_grammar
+
+    if schema_json is None:
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
     try:
-        if schema_json is None:
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+        text = json_schema_to_gbnf(schema_json)
     except Exception as exc:  # the converter raises plain Exceptions for unsupported constructs
         raise ValueError(f"cannot turn the response_format schema into a grammar: {exc}") from exc
+    check_grammar(text, "response_format")  # llama.cpp parses it only at generation, and crashes if it cannot
+    return LlamaGrammar.from_string(text, verbose=False)
 
 
 def read_metadata(gguf_path: Path | str) -> dict[str, Any]:
@@ -272,13 +282,18 @@ def grammar_for_tool_calls(tools: list[dict[str, Any]], name: str | None = None,
     in any order, each value following its own schema: the model may write optional fields in the order
     it learned, which a fixed order would forbid. Small integer ranges become enums so that ``minimum`` and
     ``maximum`` hold too; what llama.cpp's converter cannot express (``uniqueItems``, wide numeric bounds)
-    is left to validation after decoding. ValueError when a schema cannot be turned into a grammar."""
+    is left to validation after decoding. ValueError when a schema cannot be turned into a grammar, and
+    :class:`~homegrown.gateway.grammar_limits.SchemaTooComplex` (a ValueError) when a schema or the grammar
+    is over the caps that keep llama.cpp from crashing or stalling on it."""
+    from homegrown.gateway.grammar_limits import check_json_schema
     from homegrown.training.chat import tool_name
 
     chosen = [tool for tool in tools if name is None or tool_name(tool) == name]
     if not chosen:
         raise ValueError(f"no offered tool is named {name!r}" if name else "no tools to call")
     offered = [(tool_name(tool), tool_parameters(tool)) for tool in chosen]
+    for tool_id, parameters in offered:
+        check_json_schema(parameters, f"tool {tool_id!r} parameters")
     return _tool_grammar(json.dumps(offered), parallel and name is None)
 
 
@@ -307,6 +322,7 @@ def _tool_grammar(offered_json: str, parallel: bool) -> Any:
     from llama_cpp import LlamaGrammar
     from llama_cpp.llama_grammar import SchemaConverter
 
+    from homegrown.gateway.grammar_limits import check_grammar
     from homegrown.training.chat import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
@@ -349,7 +365,9 @@ def _tool_grammar(offered_json: str, parallel: bool) -> Any:
     root = f"{body} {close}"
     if parallel:
         root += f' ("\\n" {literal(TOOL_CALL_OPEN)} {body} {close}){{0,{MAX_PARALLEL_CALLS - 1}}}'
-    return LlamaGrammar.from_string(f"root ::= {root}\n{converter.format_grammar()}", verbose=False)
+    text = f"root ::= {root}\n{converter.format_grammar()}"
+    check_grammar(text, "tools")  # llama.cpp parses it only at generation, and crashes if it cannot
+    return LlamaGrammar.from_string(text, verbose=False)
 
 
 TOOL_PARITY_TOOLS: list[dict[str, Any]] = [{
