@@ -33,6 +33,7 @@ from homegrown.gateway.schemas import ChatCompletionRequest
 from homegrown.gateway.settings import (
     GatewaySettings,
     ModelSpec,
+    key_id,
     local_api_key,
     read_models_file,
     write_models_file,
@@ -357,7 +358,8 @@ def test_requests_without_a_valid_key_get_401(gateway, key):
     assert response.json()["error"]["code"] == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
         client(url, "not-a-key").models.list()
-    assert store.count() == before
+    # the refused request is one row, an error row with no content, never exported
+    assert store.count() == before + 1
 
 
 @pytest.mark.slow
@@ -454,7 +456,12 @@ def test_feedback_round_trip_into_the_export(gateway, tmp_path: Path):
     events = [r for r in rows if r.get("feedback_for") == answer.id]
     assert len(records) == 1 and records[0]["messages"][-1]["role"] == "assistant"
     assert len(events) == 2
-    assert {k: v for k, v in events[0].items() if k != "created_at"} == feedback
+    # An app key's event carries its provenance per field; its correction is only a suggestion.
+    provenance = {"source": "gateway", "key_id": key_id(KEY), "role": "app"}
+    fields = {k: v for k, v in feedback.items() if k != "feedback_for"}
+    fields["suggested_correction"] = fields.pop("admin_correction")
+    assert events[0] == {"feedback_for": answer.id, "created_at": events[0]["created_at"], **fields,
+                         **{f"{name}_provenance": provenance for name in fields}}
 
 
 @pytest.mark.slow
@@ -472,12 +479,15 @@ def test_keyword_rule_routes_to_the_premium_api(gateway):
 @pytest.mark.slow
 def test_health_and_metrics(gateway):
     url, _, _ = gateway
-    health = httpx.get(f"{url}/health").json()
+    assert httpx.get(f"{url}/health").json() == {
+        "status": "ok", "models": {"champion": {"name": "homegrown:test"}, "fallback": {"name": "premium-model"}}}
+    health = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert health["status"] == "ok"
     assert health["models"]["champion"]["name"] == "homegrown:test"
     assert health["models"]["fallback"]["name"] == "premium-model"
     client(url).chat.completions.create(model="homegrown", messages=QUESTION, max_tokens=2)
-    text = httpx.get(f"{url}/metrics").text
+    assert httpx.get(f"{url}/metrics").status_code == 401
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     assert 'homegrown_gateway_requests_total{backend="homegrown:test",route="champion",status="ok"}' in text
     assert "homegrown_gateway_request_latency_seconds_bucket" in text
     assert 'homegrown_gateway_tokens_total{backend="homegrown:test",kind="completion"}' in text
@@ -518,9 +528,9 @@ def test_fallback_when_the_local_model_fails(home: Path, gguf: Path, premium: st
         write_models_file(
             settings.models_file, ModelSpec(name="ghost", gguf_path=str(tmp_path / "missing.gguf"))
         )
-        reload = httpx.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {KEY}"})
+        reload = httpx.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {local_api_key()}"})
         assert reload.status_code == 400 and "missing.gguf" in reload.json()["error"]["message"]
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
         assert 'homegrown_gateway_fallbacks_total{from_route="champion",reason="error"}' in metrics
 
 
@@ -535,7 +545,7 @@ def test_missing_model_file_at_startup_serves_from_the_fallback(gguf: Path, prem
     write_models_file(settings.models_file, ModelSpec(name="ghost", gguf_path=str(tmp_path / "missing.gguf")))
     app = create_app(settings)
     with serve_app(app) as url:
-        health = httpx.get(f"{url}/health").json()
+        health = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {KEY}"}).json()
         assert health["status"] == "degraded" and "missing.gguf" in health["errors"]["champion"]
         answer = client(url).chat.completions.create(model="homegrown", messages=QUESTION, max_tokens=3)
         assert answer.model == "premium-model"
@@ -568,9 +578,11 @@ def test_unusable_local_answer_falls_back(gateway, premium: str, champion: Llama
 
 @pytest.mark.slow
 def test_two_hundred_concurrent_requests_are_all_answered_and_logged(gateway):
+    """20 clients against a queue of 8: the overflow gets 429 + Retry-After, which the openai client retries."""
     url, store, _ = gateway
     before = store.count()
-    api = client(url)
+    refused_before = _refused_rows(store)
+    api = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=20, timeout=120)
 
     def ask(i: int) -> str:
         result = api.chat.completions.create(
@@ -582,8 +594,19 @@ def test_two_hundred_concurrent_requests_are_all_answered_and_logged(gateway):
     with ThreadPoolExecutor(max_workers=20) as pool:
         ids = list(pool.map(ask, range(200)))
     assert len(set(ids)) == 200
-    assert store.count() - before == 200
+    refused = _refused_rows(store) - refused_before
+    assert store.count() - before == 200 + refused  # one row per request, the refused ones included
     assert all(store.get_interaction(i)["metadata"]["route"] == "champion" for i in ids[::20])
+
+
+def _refused_rows(store: LogStore) -> int:
+    from sqlalchemy import func, select
+
+    from homegrown.gateway.logstore import InteractionRow
+
+    with store.engine.connect() as connection:
+        return connection.execute(
+            select(func.count()).select_from(InteractionRow).where(InteractionRow.id.like("req-%"))).scalar_one()
 
 
 @pytest.mark.slow
@@ -619,7 +642,7 @@ def test_canary_and_shadow_decisions_are_logged(gguf: Path, champion: LlamaCppBa
             assert record["student_response"] == meta["shadow_answer"]
         routes = {gateway.store.get_interaction(rid)["metadata"]["route"] for rid in ids.values()}
         assert routes == {"champion", "challenger"}, "six conversations should hit both sides of a 50% canary"
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
         assert 'homegrown_gateway_shadow_requests_total{route="challenger",status="ok"}' in metrics
         pinned = api.chat.completions.create(model="homegrown:candidate", messages=QUESTION, max_tokens=2)
         assert pinned.model == "homegrown:candidate"
@@ -640,7 +663,7 @@ def test_reload_hot_swaps_without_dropping_requests(gguf: Path, tmp_path: Path):
             ]
             write_models_file(settings.models_file, ModelSpec(name="v2", gguf_path=str(gguf), version="2"))
             reload = httpx.post(
-                f"{url}/admin/reload", headers={"Authorization": f"Bearer {KEY}"}, timeout=120
+                f"{url}/admin/reload", headers={"Authorization": f"Bearer {local_api_key()}"}, timeout=120
             )
             answers = [f.result() for f in futures]
         assert reload.status_code == 200, reload.text
@@ -650,8 +673,9 @@ def test_reload_hot_swaps_without_dropping_requests(gguf: Path, tmp_path: Path):
         )
         after = api.chat.completions.create(model="homegrown", messages=QUESTION, max_tokens=2)
         assert after.model == "v2"
-        assert httpx.get(f"{url}/health").json()["models"]["champion"]["version"] == "2"
-        unchanged = httpx.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {KEY}"}).json()
+        health = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {KEY}"}).json()
+        assert health["models"]["champion"]["version"] == "2"
+        unchanged = httpx.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {local_api_key()}"}).json()
         assert unchanged["swapped"] == {} and unchanged["unchanged"] == ["champion"]
 
 

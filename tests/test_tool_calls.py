@@ -361,7 +361,8 @@ def upstream() -> Iterator[str]:
 
 def test_upstream_tool_call_deltas_pass_through_and_are_logged(upstream: str, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HOMEGROWN_HOME", str(tmp_path))
-    settings = settings_for(tmp_path, fallback_base_url=f"{upstream}/v1", fallback_model="premium")
+    settings = settings_for(tmp_path, fallback_base_url=f"{upstream}/v1", fallback_model="premium",
+                            fallback_pin_keys=[KEY])  # this key may ask for the premium model by name
     store = LogStore(settings.log_db_url)
     app = create_app(settings, pool=BackendPool.from_settings(settings), store=store)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from homegrown.gateway.admission import LOGGED_FLAG, AdmissionMiddleware, Unlogged
 from homegrown.gateway.backends import (
     Backend,
     BackendError,
@@ -32,7 +34,9 @@ from homegrown.gateway.backends import (
     PromptTooLong,
     StreamChunk,
 )
-from homegrown.gateway.logstore import LogStore, UnknownInteraction, iso_utc, utc_now_iso
+from homegrown.gateway.budgets import BudgetKeeper, fallback_records_since
+from homegrown.gateway.limits import LimitExceeded, check_request
+from homegrown.gateway.logstore import LogStore, UnknownInteraction, iso_utc, start_retention, utc_now_iso
 from homegrown.gateway.routing import NoRouteError, RouteDecision, choose_route, fallback_chain, is_unusable
 from homegrown.gateway.schemas import (
     ChatCompletionRequest,
@@ -47,7 +51,10 @@ from homegrown.gateway.schemas import (
     ResponseMessage,
     Usage,
 )
-from homegrown.gateway.settings import FALLBACK, GatewaySettings
+from homegrown.gateway.settings import FALLBACK, GatewaySettings, key_id
+from homegrown.gateway.spool import LogSpool
+from homegrown.gateway.trust import example_type_for
+from homegrown.gateway.worker import WorkerDied
 from homegrown.training.chat import merge_tool_call_deltas
 
 log = logging.getLogger(__name__)
@@ -68,9 +75,11 @@ class GatewayError(Exception):
         type_: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status_code = status_code
+        self.headers = headers or {}
         self.body = ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
 
 
@@ -121,11 +130,25 @@ class GatewayMetrics:
 
 @dataclass
 class Caller:
-    """The authenticated client: its key and the organisation its requests are logged under."""
+    """The authenticated client: its key, the organisation its requests are logged under, and its role
+    (``app``, ``reviewer`` or ``admin``; see ``GatewaySettings.key_grants``)."""
 
     api_key: str
     org_id: str | None
-    is_admin: bool
+    role: str = "app"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_trusted(self) -> bool:
+        """Whether this caller's corrections may change training data (reviewer and admin keys)."""
+        return self.role in ("reviewer", "admin")
+
+    def provenance(self) -> dict[str, str]:
+        """Where a logged row came from: ``{"source": "gateway", "key_id", "role"}`` (no secret)."""
+        return {"source": "gateway", "key_id": key_id(self.api_key), "role": self.role}
 
 
 @dataclass
@@ -147,13 +170,33 @@ class Gateway:
         self.pool = pool
         self.store = store
         self.metrics = GatewayMetrics()
-        self.key_orgs = settings.key_orgs()
-        self.admin_keys = set(settings.admin_api_keys) or set(self.key_orgs)
+        self.key_grants = settings.key_grants()
+        self.key_orgs = {key: grant.org for key, grant in self.key_grants.items()}
+        self.admin_keys = {key for key, grant in self.key_grants.items() if grant.role == "admin"}
+        self.roles_by_key_id = {key_id(key): grant.role for key, grant in self.key_grants.items()}
         self.started = int(time.time())
         self._shadow_runner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
+        self.budgets = BudgetKeeper(settings)
+        self.spool = LogSpool(settings.log_spool_dir)
+        self._retention: threading.Event | None = None
+
+    def start(self) -> None:
+        """At start-up: move rows a failed database left in the spool, rebuild today's premium spend."""
+        try:
+            self.spool.drain(self._store_row, self._has_row)
+            self.budgets.seed(fallback_records_since(self.store, utc_now_iso()[:10]))
+        except Exception:  # the gateway must come up even when the log is down; the spool keeps retrying
+            log.exception("start-up work on the log failed")
+        self.spool.start(self._store_row, self._has_row)
+        if self.settings.log_retention_days:
+            self._retention = start_retention(
+                self.store, self.settings.log_retention_days, self.settings.retention_action)
 
     def close(self) -> None:
         self._shadow_runner.shutdown(wait=True)
+        self.spool.stop()
+        if self._retention is not None:
+            self._retention.set()
 
     # -- the answer ------------------------------------------------------------------------------------
 
@@ -167,7 +210,8 @@ class Gateway:
         return round(usd, 8)
 
     def answer(
-        self, pool: BackendPool, body: ChatCompletionRequest, decision: RouteDecision, asked_max: bool
+        self, pool: BackendPool, body: ChatCompletionRequest, decision: RouteDecision, asked_max: bool,
+        caller_key: str = "",
     ) -> Answer:
         """Try the chain of backends until one gives a usable answer (the last one's answer is taken as is).
 
@@ -178,16 +222,35 @@ class Gateway:
         last_error: BackendError | None = None
         for position, role in enumerate(chain):
             is_last = position == len(chain) - 1
+            if role == FALLBACK and (refusal := self.budgets.fallback_refusal(caller_key)):
+                fallbacks.append(f"{role} refused: {refusal}")
+                continue
             try:
                 with pool.lease(role) as backend:
-                    completion = backend.complete(body)
+                    try:
+                        completion = backend.complete(body)
+                    except WorkerDied as exc:
+                        # the model worker died under this request (killed, out of memory): the supervisor
+                        # restarts it, and the request is asked once more before falling back
+                        log.warning("the model worker of %s died (%s); asking once more", role, exc)
+                        self.metrics.fallbacks.labels(role, exc.kind).inc()
+                        completion = backend.complete(body)
             except KeyError:
                 continue  # swapped out since the decision
-            except BackendError as exc:
-                log.warning("backend %s failed: %s", role, exc)
+            except PromptTooLong as exc:
+                if not self.settings.fallback_for_long_prompts:
+                    raise GatewayError(400, str(exc), code="context_length_exceeded", param="messages") from exc
                 fallbacks.append(f"{role} {exc.kind}: {exc}")
                 self.metrics.fallbacks.labels(role, exc.kind).inc()
                 last_error = exc
+                continue
+            except Exception as exc:
+                if not isinstance(exc, BackendError):
+                    log.exception("backend %s crashed", role)
+                kind = getattr(exc, "kind", "crash")
+                fallbacks.append(f"{role} {kind}: {exc}")
+                self.metrics.fallbacks.labels(role, kind).inc()
+                last_error = exc if isinstance(exc, BackendError) else BackendError(str(exc))
                 continue
             text = completion.text if not completion.tool_calls else ""
             unusable = is_unusable(text, completion.finish_reason, max_tokens_requested=asked_max)
@@ -198,10 +261,13 @@ class Gateway:
             return Answer(role, backend, completion, unusable, fallbacks)
         if isinstance(last_error, PromptTooLong) and len(fallbacks) == 1:
             raise GatewayError(400, str(last_error), code="context_length_exceeded", param="messages")
+        if fallbacks and all(" refused: " in reason for reason in fallbacks):
+            raise GatewayError(429, fallbacks[0].split(" refused: ", 1)[1], type_="rate_limit_error",
+                               code="budget_exceeded")
         raise _no_backend(fallbacks)
 
     def open_stream(
-        self, pool: BackendPool, body: ChatCompletionRequest, decision: RouteDecision
+        self, pool: BackendPool, body: ChatCompletionRequest, decision: RouteDecision, caller_key: str = ""
     ) -> tuple[str, Lease, Iterator[StreamChunk], StreamChunk, list[str]]:
         """Start streaming from the first backend of the chain that produces a first chunk.
 
@@ -210,24 +276,46 @@ class Gateway:
         """
         fallbacks: list[str] = []
         for role in fallback_chain(decision, pool.roles()):
+            if role == FALLBACK and (refusal := self.budgets.fallback_refusal(caller_key)):
+                fallbacks.append(f"{role} refused: {refusal}")
+                continue
             try:
                 lease = pool.acquire(role)
             except KeyError:
                 continue
             chunks = lease.backend.stream(body)
             try:
-                first = next(chunks, StreamChunk(finish_reason="stop"))
-            except BackendError as exc:
+                try:
+                    first = next(chunks, StreamChunk(finish_reason="stop"))
+                except WorkerDied as exc:  # before the first chunk nothing was sent: ask the new worker once more
+                    log.warning("the model worker of %s died (%s); asking once more", role, exc)
+                    self.metrics.fallbacks.labels(role, exc.kind).inc()
+                    chunks = lease.backend.stream(body)
+                    first = next(chunks, StreamChunk(finish_reason="stop"))
+            except PromptTooLong as exc:
                 chunks.close()
                 lease.release()
+                if not self.settings.fallback_for_long_prompts:
+                    raise GatewayError(400, str(exc), code="context_length_exceeded", param="messages") from exc
                 fallbacks.append(f"{role} {exc.kind}: {exc}")
-                self.metrics.fallbacks.labels(role, exc.kind).inc()
+                continue
+            except Exception as exc:
+                chunks.close()
+                lease.release()
+                if not isinstance(exc, BackendError):
+                    log.exception("backend %s crashed", role)
+                kind = getattr(exc, "kind", "crash")
+                fallbacks.append(f"{role} {kind}: {exc}")
+                self.metrics.fallbacks.labels(role, kind).inc()
                 continue
             except BaseException:
                 chunks.close()
                 lease.release()
                 raise
             return role, lease, chunks, first, fallbacks
+        if fallbacks and all(" refused: " in reason for reason in fallbacks):
+            raise GatewayError(429, fallbacks[0].split(" refused: ", 1)[1], type_="rate_limit_error",
+                               code="budget_exceeded")
         raise _no_backend(fallbacks)
 
     # -- the log ---------------------------------------------------------------------------------------
@@ -278,16 +366,21 @@ class Gateway:
             metadata["unusable"] = unusable
         if error:
             metadata["error"] = error
+        example_type = example_type_for(ctx.example_type, body.tools)
+        if example_type != ctx.example_type:
+            metadata["requested_example_type"] = ctx.example_type
         return {
             "id": ctx.id,
             "conversation_id": ctx.conversation_id,
             "created_at": ctx.created_at,
             "org_id": ctx.org_id,
-            "example_type": ctx.example_type,
+            "example_type": example_type,
             "model": backend.name if backend else None,
             "messages": messages,
             "tools": body.tools,
-            "metadata": metadata,
+            # Who sent it; set last so that a caller's metadata cannot claim another origin.
+            "metadata": {**metadata, "provenance": {
+                "source": "gateway", "key_id": ctx.key_id, "role": self.roles_by_key_id.get(ctx.key_id, "app")}},
         }
 
     def record_failure(self, ctx: RequestContext, body: ChatCompletionRequest, exc: GatewayError) -> None:
@@ -296,11 +389,15 @@ class Gateway:
             ctx, body, role=None, backend=None, text=None, tool_calls=None, finish_reason=None, prompt_tokens=0,
             completion_tokens=0, fallbacks=[], unusable=None, error=exc.body.error.message,
         )
-        self.record_outcome(record, "error")
+        self.record_outcome(record, "error", ctx)
 
-    def record_outcome(self, record: dict[str, Any], status: str) -> None:
+    def record_outcome(self, record: dict[str, Any], status: str, ctx: RequestContext | None = None) -> None:
         """Count and store a request; an answer that cannot teach anything (see :func:`training_defect`)
-        is stored with status ``error``, so it never reaches training data."""
+        is stored with status ``error``, so it never reaches training data.
+
+        Never raises: a row the database refuses goes to the disk spool (and into the database later), so
+        a log failure never turns an answer into an error.
+        """
         meta = record["metadata"]
         defect = training_defect(record) if status == "ok" and meta["route"] else None
         if defect:
@@ -312,7 +409,57 @@ class Gateway:
         self.metrics.latency.labels(route).observe(meta["latency_ms"] / 1000)
         self.metrics.tokens.labels(backend, "prompt").inc(meta["prompt_tokens"])
         self.metrics.tokens.labels(backend, "completion").inc(meta["completion_tokens"])
-        self.store.log_interaction(record, status=status)
+        if ctx is not None:
+            self.budgets.charge(ctx.key_id, meta["route"], meta["prompt_tokens"] + meta["completion_tokens"],
+                                meta["cost_estimate_usd"])
+        self._store_row(record, status, spool_on_failure=True)
+        if ctx is not None:
+            ctx.state[LOGGED_FLAG] = True
+
+    def _store_row(self, record: dict[str, Any], status: str, spool_on_failure: bool = False) -> None:
+        if not spool_on_failure:
+            self.store.log_interaction(record, status=status)
+            return
+        try:
+            self.store.log_interaction(record, status=status)
+        except Exception as exc:  # noqa: BLE001 - any database failure: keep the row on disk instead
+            log.warning("log write for %s failed (%s); spooled to disk", record.get("id"), exc)
+            try:
+                self.spool.write(record, status)
+            except OSError:
+                log.exception("the log spool refused %s too; the row is only in this log line: %s",
+                              record.get("id"), json.dumps(record, default=str)[:4000])
+
+    def _has_row(self, interaction_id: str) -> bool:
+        return self.store.get_interaction(interaction_id) is not None
+
+    async def log_unlogged(self, request: Unlogged) -> None:
+        """One row for a chat request that ended before the handler logged it (refused, invalid, unauthorised)."""
+        import anyio
+
+        authorization = request.headers.get("authorization", "")
+        key = authorization.partition(" ")[2].strip()
+        known = key in self.key_orgs
+        rid = f"req-{uuid.uuid4().hex}"
+        record = {
+            "id": rid,
+            "conversation_id": rid,
+            "created_at": utc_now_iso(),
+            "org_id": self.key_orgs.get(key) if known else None,
+            "example_type": "chat",
+            "model": None,
+            "messages": [],
+            "tools": None,
+            "metadata": {
+                "route": None, "latency_ms": request.latency_ms, "prompt_tokens": 0, "completion_tokens": 0,
+                "cost_estimate_usd": 0.0, "http_status": request.status, "error": request.error_message(),
+                "rejected": True,
+                "provenance": {"source": "gateway", "key_id": key_id(key) if known else None,
+                               "role": self.key_grants[key].role if known else "unauthenticated"},
+            },
+        }
+        self.metrics.requests.labels("none", "none", str(request.status)).inc()
+        await anyio.to_thread.run_sync(self._store_row, record, "error", True)
 
     def start_shadow(
         self,
@@ -399,6 +546,8 @@ class RequestContext:
     decision: RouteDecision
     started: float
     max_tokens_requested: bool
+    key_id: str = ""
+    state: dict[str, Any] = field(default_factory=dict)  # the ASGI scope's state: marks the request as logged
 
 
 # -- dependencies ------------------------------------------------------------------------------------------
@@ -423,15 +572,20 @@ def get_caller(
     authorization: Annotated[str | None, Header()] = None,
     x_org_id: Annotated[str | None, Header()] = None,
 ) -> Caller:
-    """The caller behind ``Authorization: Bearer <key>``; the key's organisation wins over ``X-Org-Id``."""
+    """The caller behind ``Authorization: Bearer <key>``.
+
+    The organisation comes from the key. ``X-Org-Id`` is honoured only for an admin key bound to no
+    organisation (an operator acting for a tenant); from any other key it is ignored.
+    """
     if not authorization:
         raise GatewayError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
     scheme, _, key = authorization.partition(" ")
     key = key.strip()
-    if scheme.lower() != "bearer" or key not in gateway.key_orgs:
+    if scheme.lower() != "bearer" or key not in gateway.key_grants:
         raise GatewayError(401, "invalid API key", code="invalid_api_key")
-    org = gateway.key_orgs[key] or x_org_id
-    return Caller(api_key=key, org_id=org, is_admin=key in gateway.admin_keys)
+    grant = gateway.key_grants[key]
+    org = grant.org or (x_org_id if grant.role == "admin" else None)
+    return Caller(api_key=key, org_id=org, role=grant.role)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -462,16 +616,30 @@ def chat_completions(
     caller: CallerDep,
     gateway: GatewayDep,
     pool: PoolDep,
+    request: Request,
     x_example_type: Annotated[str | None, Header()] = None,
     x_conversation_id: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any] | StreamingResponse:
     """Answer a chat completion (``stream: true`` for server-sent events), log it, maybe shadow it."""
     settings = gateway.settings
+    caller_key = key_id(caller.api_key)
+    wait = gateway.budgets.retry_after(caller_key)
+    if wait is not None:
+        raise GatewayError(429, f"this key sends more than {settings.rate_limit_per_minute} requests a minute",
+                           type_="rate_limit_error", code="rate_limit_exceeded",
+                           headers={"Retry-After": str(max(1, round(wait)))})
+    try:
+        check_request(body, settings)
+    except LimitExceeded as exc:
+        raise GatewayError(400, exc.message, code=exc.code, param=exc.param) from exc
+    pinned = pool.role_for_model(body.model)
+    if pinned == FALLBACK and not (caller.is_admin or caller.api_key in settings.fallback_pin_keys):
+        raise GatewayError(403, "this API key may not ask for the premium model by name", type_="permission_error",
+                           code="forbidden", param="model")
     requested = body.requested_max_tokens()
-    if requested is not None and requested > settings.max_tokens_limit:
-        raise GatewayError(400, f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens")
-    if requested is None:
-        body = body.model_copy(update={"max_tokens": settings.max_tokens_default})
+    # One token limit goes to the backends (an upstream would otherwise get both names and pick the larger).
+    body = body.model_copy(update={"max_tokens": requested or settings.max_tokens_default,
+                                   "max_completion_tokens": None})
 
     response_id = f"chatcmpl-{uuid.uuid4().hex}"
     meta_conversation = (body.metadata or {}).get("conversation_id")
@@ -482,7 +650,7 @@ def chat_completions(
             settings,
             pool.roles(),
             prompt=body.prompt_text(),
-            pinned=pool.role_for_model(body.model),
+            pinned=pinned,
         )
     except NoRouteError as exc:
         raise GatewayError(503, str(exc), type_="api_error", code="no_backend") from exc
@@ -497,12 +665,14 @@ def chat_completions(
         decision=decision,
         started=time.perf_counter(),
         max_tokens_requested=requested is not None,
+        key_id=caller_key,
+        state=request.scope.setdefault("state", {}),
     )
     if body.stream:
         return _stream_answer(gateway, pool, body, ctx)
 
     try:
-        answer = gateway.answer(pool, body, decision, ctx.max_tokens_requested)
+        answer = gateway.answer(pool, body, decision, ctx.max_tokens_requested, caller_key)
     except GatewayError as exc:
         gateway.record_failure(ctx, body, exc)
         raise
@@ -521,7 +691,7 @@ def chat_completions(
         fallbacks=answer.fallbacks,
         unusable=answer.unusable,
     )
-    gateway.record_outcome(record, "ok")
+    gateway.record_outcome(record, "ok", ctx)
     if decision.shadow and decision.shadow != answer.role:
         gateway.start_shadow(pool, body, decision.shadow, response_id,
                              answer_text(completion.text, completion.tool_calls))
@@ -556,7 +726,7 @@ def _stream_answer(
     gateway: Gateway, pool: BackendPool, body: ChatCompletionRequest, ctx: RequestContext
 ) -> StreamingResponse:
     try:
-        role, lease, chunks, first, fallbacks = gateway.open_stream(pool, body, ctx.decision)
+        role, lease, chunks, first, fallbacks = gateway.open_stream(pool, body, ctx.decision, ctx.key_id)
     except GatewayError as exc:
         gateway.record_failure(ctx, body, exc)
         raise
@@ -574,11 +744,47 @@ def _stream_answer(
             }
         )
 
+    parts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    last = first
+    logged = False
+
+    def finish(error: str | None) -> None:
+        """Release the model and write the one log row of this request (before ``[DONE]`` when it completes)."""
+        nonlocal logged
+        if logged:
+            return
+        logged = True
+        try:
+            chunks.close()
+        except Exception:  # a backend that fails to close must not cost the log row
+            log.exception("closing the stream of %s failed", ctx.id)
+        lease.release()
+        text = "".join(parts)
+        usage = _usage(last)
+        finish_reason = last.finish_reason
+        if calls and finish_reason == "stop":
+            finish_reason = "tool_calls"
+        record = gateway.build_record(
+            ctx,
+            body,
+            role=role,
+            backend=backend,
+            text=text,
+            tool_calls=calls or None,
+            finish_reason=finish_reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            fallbacks=fallbacks,
+            unusable=is_unusable(text, finish_reason, max_tokens_requested=ctx.max_tokens_requested),
+            error=error,
+        )
+        gateway.record_outcome(record, "ok" if error is None else "error", ctx)
+        if error is None and ctx.decision.shadow and ctx.decision.shadow != role:
+            gateway.start_shadow(pool, body, ctx.decision.shadow, ctx.id, answer_text(text, calls))
+
     def events() -> Iterator[bytes]:
-        parts: list[str] = []
-        calls: list[dict[str, Any]] = []
-        last = first
-        error: str | None = None
+        nonlocal last
         try:
             yield chunk_event({"role": "assistant", "content": ""}, None)
             current: StreamChunk | None = first
@@ -609,46 +815,43 @@ def _stream_answer(
                         "usage": usage.model_dump(),
                     }
                 )
+            finish(None)
             yield _sse("[DONE]")
         except GeneratorExit:
-            error = "the client disconnected before the answer was complete"
+            finish("the client disconnected before the answer was complete")
             raise
-        except BackendError as exc:
-            error = str(exc)
+        except Exception as exc:
+            if not isinstance(exc, BackendError):
+                log.exception("stream %s failed", ctx.id)
+            finish(str(exc) or type(exc).__name__)
             yield _sse(
                 ErrorResponse(
                     error=ErrorBody(message=str(exc), type="api_error", code="backend_error")
                 ).model_dump()
             )
         finally:
-            chunks.close()
-            lease.release()
-            text = "".join(parts)
-            usage = _usage(last)
-            asked_max = ctx.max_tokens_requested
-            finish = last.finish_reason
-            if calls and finish == "stop":
-                finish = "tool_calls"
-            record = gateway.build_record(
-                ctx,
-                body,
-                role=role,
-                backend=backend,
-                text=text,
-                tool_calls=calls or None,
-                finish_reason=finish,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                fallbacks=fallbacks,
-                unusable=is_unusable(text, finish, max_tokens_requested=asked_max),
-                error=error,
-            )
-            gateway.record_outcome(record, "ok" if error is None else "error")
-            if error is None and ctx.decision.shadow and ctx.decision.shadow != role:
-                gateway.start_shadow(pool, body, ctx.decision.shadow, ctx.id, answer_text(text, calls))
+            finish("the stream ended early")
+
+    async def guarded() -> AsyncIterator[bytes]:
+        """The events, with the sync generator closed (model released, row written) however the stream ends:
+        a client that disconnects cancels this task, and the ``finally`` still runs."""
+        import anyio
+
+        iterator = events()
+        try:
+            while True:
+                item = await anyio.to_thread.run_sync(next, iterator, None)
+                if item is None:
+                    break
+                yield item
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(iterator.close)
+                # a generator closed before its first step never ran its ``finally``
+                await anyio.to_thread.run_sync(finish, "the client disconnected before the answer began")
 
     return StreamingResponse(
-        events(),
+        guarded(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Request-Id": ctx.id},
     )
@@ -672,11 +875,21 @@ def list_models(caller: CallerDep, gateway: GatewayDep, pool: PoolDep) -> dict[s
 
 @feedback_router.post("/v1/feedback")
 def post_feedback(body: FeedbackRequest, caller: CallerDep, gateway: GatewayDep) -> dict[str, Any]:
-    """Record feedback on an answer by its response id; 404 when the id is unknown to this caller."""
-    created_at = iso_utc(body.created_at) if body.created_at else None
+    """Record feedback on an answer by its response id; 404 when the id is unknown to this caller.
+
+    The event carries its provenance (key id and role). Its time is the server's clock: ``created_at`` is
+    honoured only from an admin key (to backfill corrections made elsewhere) and never in the future; from
+    other keys it is ignored (the response says which time was used). A correction from an app key is
+    stored but does not change training data (the quality policy trusts reviewer and admin corrections).
+    """
+    created_at = None
+    if body.created_at is not None and caller.is_admin:
+        if body.created_at.timestamp() > time.time() + 300:
+            raise GatewayError(400, "created_at is in the future", param="created_at")
+        created_at = iso_utc(body.created_at)
     try:
         seq, created = gateway.store.add_feedback(
-            body.feedback_for, body.fields(), created_at, org_id=gateway.key_orgs.get(caller.api_key)
+            body.feedback_for, body.fields(), created_at, org_id=caller.org_id, provenance=caller.provenance()
         )
     except UnknownInteraction as exc:
         raise GatewayError(
@@ -686,24 +899,49 @@ def post_feedback(body: FeedbackRequest, caller: CallerDep, gateway: GatewayDep)
     return FeedbackResponse(id=seq, feedback_for=body.feedback_for, created_at=created).model_dump()
 
 
+def _optional_caller(gateway: Gateway, authorization: str | None) -> Caller | None:
+    """The caller when a valid key came with the request, else None (for routes that answer both)."""
+    if not authorization:
+        return None
+    try:
+        return get_caller(gateway, authorization)
+    except GatewayError:
+        return None
+
+
 @ops_router.get("/health")
-def health(gateway: GatewayDep, pool: PoolDep) -> dict[str, Any]:
-    """Liveness and what is loaded (no authentication)."""
+async def health(request: Request, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    """Liveness. Without a key only the status and the model names; with one, what is loaded and why not.
+
+    It runs on the event loop and takes no dependency that needs a worker thread, so a gateway busy answering
+    still answers here.
+    """
+    gateway: Gateway = request.app.state.gateway
+    pool = gateway.pool
     models = pool.describe()
     local = [role for role in models if role != FALLBACK]
     status = "ok" if local else ("degraded" if models else "unavailable")
-    return {
-        "status": status,
+    out: dict[str, Any] = {"status": status, "models": {role: {"name": info["name"]} for role, info in models.items()}}
+    if _optional_caller(gateway, authorization) is None:
+        return out
+    admission = getattr(request.app.state, "admission", None)
+    out.update({
         "models": models,
         "errors": pool.errors,
         "canary_share": gateway.settings.canary_share,
         "shadow": gateway.settings.shadow,
-    }
+        "admission": {"admitted": admission.admitted, "capacity": admission.capacity, "refused": admission.refused}
+        if admission else None,
+    })
+    return out
 
 
 @ops_router.get("/metrics")
-def metrics(gateway: GatewayDep) -> Response:
-    """Prometheus metrics."""
+async def metrics(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+    """Prometheus metrics (a valid key is needed unless ``HOMEGROWN_PUBLIC_METRICS`` is on)."""
+    gateway: Gateway = request.app.state.gateway
+    if not gateway.settings.public_metrics:
+        get_caller(gateway, authorization)
     return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -747,6 +985,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway.start()
         yield
         gateway.close()
         if owns_pool:
@@ -763,7 +1002,7 @@ def create_app(
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        return JSONResponse(exc.body.model_dump(), status_code=exc.status_code)
+        return JSONResponse(exc.body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -782,4 +1021,12 @@ def create_app(
 
     for router in (chat_router, models_router, feedback_router, ops_router):
         app.include_router(router)
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_concurrent=settings.max_concurrent_requests,
+        queue_size=settings.queue_size,
+        retry_after_s=settings.retry_after_s,
+        on_unlogged=gateway.log_unlogged,
+    )
     return app

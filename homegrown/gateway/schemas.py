@@ -84,6 +84,9 @@ class JsonSchemaFormat(BaseModel):
     def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
         import jsonschema
 
+        from homegrown.gateway.grammar_limits import check_json_schema
+
+        check_json_schema(value, "response_format")  # first: a hostile schema must not reach the validator
         try:
             jsonschema.Draft202012Validator.check_schema(value)
         except jsonschema.SchemaError as exc:
@@ -148,11 +151,20 @@ class ChatCompletionRequest(BaseModel):
         if isinstance(self.stop, list) and len(self.stop) > 4:
             raise ValueError("stop accepts at most 4 sequences")
         self._check_tools()
+        self._check_messages()
         return self
+
+    def _check_messages(self) -> None:
+        """The checks the local backend's prompt renderer makes (tool calls only on assistant messages, each
+        with a function name and JSON-object arguments), made here so a malformed conversation is a 400."""
+        from homegrown.training.chat import to_training_messages
+
+        to_training_messages([message.to_log() for message in self.messages], self.tools)
 
     def _check_tools(self) -> None:
         import jsonschema
 
+        from homegrown.gateway.grammar_limits import check_json_schema
         from homegrown.training.chat import tool_choice_mode, tool_name
 
         names = [tool_name(tool) for tool in self.tools or []]
@@ -164,6 +176,7 @@ class ChatCompletionRequest(BaseModel):
                 continue
             if not isinstance(parameters, dict):
                 raise ValueError(f"tool {tool_name(tool)!r}: parameters must be a JSON schema object")  # noqa: TRY004
+            check_json_schema(parameters, f"tool {tool_name(tool)!r}")
             try:
                 jsonschema.Draft202012Validator.check_schema(parameters)
             except jsonschema.SchemaError as exc:
@@ -237,7 +250,9 @@ class FeedbackRequest(BaseModel):
     feedback_for: str = Field(
         min_length=1, validation_alias=AliasChoices("feedback_for", "id", "response_id")
     )
-    created_at: datetime | None = None
+    created_at: datetime | None = Field(
+        default=None, description="honoured from admin keys only (never in the future); else the server's clock"
+    )
     thumbs: Literal[1, -1] | None = None
     outcome: Literal["accepted", "accepted_with_edits", "rejected", "abandoned", "regenerated"] | None = None
     edit_ratio: float | None = Field(default=None, ge=0.0, le=1.0)

@@ -85,7 +85,19 @@ def running_gateway() -> dict[str, Any] | None:
     if not _is_our_process(int(state["pid"])):
         _clear_state()
         return None
-    return {"url": state["url"], "pid": state["pid"], "healthy": _healthy(state["url"])}
+    return {"url": state["url"], "pid": state["pid"], "healthy": _healthy_within(state["url"], 15.0)}
+
+
+def _healthy_within(url: str, patience_s: float) -> bool:
+    """Whether ``url`` answers ``/health`` within ``patience_s`` (several tries): a busy gateway that is
+    slow to answer once is not taken for a dead one (and stopped) by a deploy."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        if _healthy(url, timeout_s=5.0):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def start_background(settings: GatewaySettings | None = None, timeout_s: float = 60) -> str:

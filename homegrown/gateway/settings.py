@@ -10,10 +10,12 @@ llama.cpp or a model on an OpenAI-compatible upstream (vLLM; a runtime LoRA ther
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -97,7 +99,7 @@ class GatewaySettings(BaseSettings):
 
     # API keys, comma-separated; "KEY:ORG" binds a key to an organisation (its requests are logged under it).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # Keys allowed to call /admin/*; empty means every valid key.
+    # Admin keys ("KEY" or "KEY:ORG"): /admin/* and trusted feedback; empty means none but the operator key.
     admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     models_file: Path = Field(default_factory=lambda: gateway_dir() / "models.json")
@@ -135,12 +137,56 @@ class GatewaySettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
 
     # -- request limits and admission control --
+    # "process": each local GGUF model runs in a supervised child process, restarted if it dies (a llama.cpp
+    # abort then costs one request, not the gateway); "inline": in the gateway process (tests, debugging).
+    model_worker: Literal["process", "inline"] = "process"
+    # A request body over this many bytes gets 413 before it is parsed.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_messages: int = Field(default=256, ge=1)
+    # Characters of one message's content, and of all messages together.
+    max_message_chars: int = Field(default=65_536, ge=1)
+    max_prompt_chars: int = Field(default=262_144, ge=1)
+    max_tools: int = Field(default=64, ge=0)
+    max_tool_schema_bytes: int = Field(default=16_384, ge=64)
+    max_metadata_keys: int = Field(default=16, ge=0)
+    max_metadata_bytes: int = Field(default=4_096, ge=0)
+    max_stop_chars: int = Field(default=64, ge=1)
+    # Admission: this many chat requests are worked on at once and this many more wait; the next gets 429.
+    max_concurrent_requests: int = Field(default=2, ge=1)
+    queue_size: int = Field(default=8, ge=0)
+    # Seconds a client is told to wait (Retry-After) when the queue is full.
+    retry_after_s: int = Field(default=2, ge=1)
+    # A failed log write goes to files in this folder and is retried into the database.
+    log_spool_dir: Path = Field(default_factory=lambda: gateway_dir() / "spool")
+    # /metrics without a key (for a scraper on a private network); off by default.
+    public_metrics: bool = False
 
     # -- trust levels and retention --
+    # Keys whose feedback corrections count for training ("KEY" or "KEY:ORG"); they may not call /admin/*.
+    reviewer_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The generated key in <home>/gateway/api_key is an admin key (the CLI, the demo and deploys use it).
+    # Turn off where admin keys are configured and no local operator runs next to the gateway.
+    operator_key: bool = True
+    # Raw gateway logs (database rows and the JSONL export) older than this many days are deleted, or
+    # anonymised with retention_action=anonymise; 0 keeps them forever.
+    log_retention_days: int = Field(default=30, ge=0)
+    retention_action: Literal["delete", "anonymise"] = "delete"
 
     # -- budgets and rate limits --
+    # Chat requests per key per minute (0: no limit); over it a request gets 429 with Retry-After.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    # Keys that may pin ``model: "fallback"`` (admin keys always may); other keys get 403 for it.
+    fallback_pin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Daily (UTC) premium-fallback budgets, per key and for the whole gateway; 0 means no limit. Over a
+    # budget the request is answered by the local model, or refused when there is none.
+    fallback_daily_requests_per_key: int = Field(default=0, ge=0)
+    fallback_daily_tokens_per_key: int = Field(default=0, ge=0)
+    fallback_daily_usd_per_key: float = Field(default=0.0, ge=0)
+    fallback_daily_usd_total: float = Field(default=0.0, ge=0)
+    # A prompt too long for the local model goes to the premium API only when this is on.
+    fallback_for_long_prompts: bool = False
 
-    _split_lists = field_validator("api_keys", "admin_api_keys", "premium_keywords", mode="before")(
+    _split_lists = field_validator("api_keys", "admin_api_keys", "reviewer_api_keys", "premium_keywords", "fallback_pin_keys", mode="before")(
         _split_csv
     )
 
@@ -175,6 +221,39 @@ class GatewaySettings(BaseSettings):
             result[key] = org or None
         return result
 
+    def key_grants(self) -> dict[str, KeyGrant]:
+        """Every valid key with its organisation and role (``app``, ``reviewer`` or ``admin``).
+
+        ``HOMEGROWN_API_KEYS`` entries are app keys, ``HOMEGROWN_REVIEWER_API_KEYS`` reviewer keys,
+        ``HOMEGROWN_ADMIN_API_KEYS`` admin keys; a key in several lists gets the highest role, and its
+        organisation from whichever entry binds one. The operator key (``<home>/gateway/api_key``) is an
+        admin key unless ``HOMEGROWN_OPERATOR_KEY=false``; with no key configured at all it is the only one.
+        """
+        grants: dict[str, KeyGrant] = {}
+        configured = (("app", self.api_keys), ("reviewer", self.reviewer_api_keys), ("admin", self.admin_api_keys))
+        for role, entries in configured:
+            for entry in entries:
+                key, _, org = entry.partition(":")
+                if not key:
+                    raise ValueError(f"empty API key in a {role} key entry {entry!r}")
+                before = grants.get(key)
+                if before is not None and before.org and org and before.org != org:
+                    raise ValueError(f"API key {key_id(key)} is bound to two organisations: {before.org}, {org}")
+                best = max(role, before.role, key=KEY_ROLES.index) if before else role
+                grants[key] = KeyGrant(org=org or (before.org if before else None), role=best)
+        if self.operator_key or not grants:
+            operator = local_api_key()
+            grants[operator] = KeyGrant(org=grants[operator].org if operator in grants else None, role="admin")
+        return grants
+
+    def admin_api_key(self) -> str:
+        """An admin key a local operator (the deploy step's /admin/reload) can use."""
+        admins = [key for key, grant in self.key_grants().items() if grant.role == "admin"]
+        if not admins:
+            raise ValueError("no admin key: set HOMEGROWN_ADMIN_API_KEYS or HOMEGROWN_OPERATOR_KEY=true")
+        configured = [entry.partition(":")[0] for entry in self.admin_api_keys]
+        return next((key for key in configured if key in admins), admins[0])
+
     def client_api_key(self) -> str:
         """A key a local client (CLI, tests, the deploy step) can use."""
         return next(iter(self.key_orgs()))
@@ -193,6 +272,22 @@ class GatewaySettings(BaseSettings):
                 value = "true" if value else "false"
             env[f"HOMEGROWN_{name.upper()}"] = str(value)
         return env
+
+
+KEY_ROLES = ("app", "reviewer", "admin")
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What an API key may do: its organisation (None when unbound) and its role (one of ``KEY_ROLES``)."""
+
+    org: str | None
+    role: str
+
+
+def key_id(api_key: str) -> str:
+    """A short, non-secret id of an API key for logs and provenance: ``key-`` + 12 hex of its SHA-256."""
+    return "key-" + hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:12]
 
 
 def local_api_key() -> str:
