@@ -168,6 +168,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if endpoint and endpoint.get("url"):
         ask_all(endpoint, args.ask)
         print(f"\nendpoint:   {endpoint['url']}/v1  (api key {endpoint['api_key']})")
+        # the savings of the traffic just sent (the report inside the pipeline run saw only the smoke test)
+        roi = run_pipeline("roi_report", None, raise_on_error=False)
+        report = _store().latest("roi_report") if roi.success else None
+        if report:
+            totals = report["totals"]
+            print(f"ROI:        {totals['requests']} requests; ${totals['actual_usd']:.4f} spent against "
+                  f"${totals['all_premium_usd']:.4f} all on the premium API; net savings "
+                  f"${totals['net_savings_usd']:.4f} (training included); report {report['dir']}")
     print("Dagster UI: `make ui` (or `homegrown ui`), then http://127.0.0.1:3000")
     print("MLflow UI:  `make mlflow-ui`, then http://127.0.0.1:5000")
     print(f"finished in {time.perf_counter() - started:.0f} s")
