@@ -1,16 +1,27 @@
-"""deployed_endpoint: move the registry alias to the new model and make the gateway serve it."""
+"""deployed_endpoint: make the gateway serve the new model, at once or as a challenger in a staged rollout;
+rollout_state: the staged rollout's decisions, reported by the ``staged_rollout`` sensor."""
+
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run
 from homegrown.gateway.deploy import deploy_model
+from homegrown.rollout import Decision
 from resources import MlflowResource, StorageResource
 
 
 class DeployConfig(dg.Config):
     smoke_prompt: str = Field(default="What do you serve?", description="The smoke test's question.")
     start_timeout_s: int = Field(default=120, description="Limit on starting a background gateway.")
+    rollout: Literal["auto", "staged", "immediate"] = Field(
+        default="auto",
+        description="immediate: the new model becomes the champion at once; staged: it starts as the challenger on "
+                    "canary_share of the conversations and the staged_rollout sensor ramps it up or rolls it back "
+                    "on live outcomes; auto: staged when a champion already serves, immediate on the first deploy.")
+    canary_share: float = Field(default=0.1, gt=0.0, lt=1.0,
+                                description="The challenger's first share of the conversations in a staged rollout.")
 
 
 @dg.asset(
@@ -22,28 +33,66 @@ class DeployConfig(dg.Config):
 def deployed_endpoint(
     context: dg.AssetExecutionContext, config: DeployConfig, store: StorageResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
-    """The `champion` alias moves to the new version and the gateway hot-reloads it, only after the gate passed."""
+    """After the gate passed, the gateway hot-reloads the new version: as the champion (alias `champion`), or in a
+    staged rollout as the challenger on a share of the traffic (alias `challenger`)."""
     artifacts = store.store()
     report = artifacts.require_latest("eval_report")
     if not report["promoted"]:
         raise RuntimeError(f"model version {report['model_version']} did not pass the promotion gate; not deploying")
     tracker = mlflow.tracker()
-    outcome = deploy_model(tracker, report["model_version"], report["candidate_gguf"],
-                           smoke_prompt=config.smoke_prompt, start_timeout_s=config.start_timeout_s,
-                           log=context.log.info)
+    outcome = deploy_model(tracker, report["model_version"], report["candidate_gguf"], rollout=config.rollout,
+                           canary_share=config.canary_share, smoke_prompt=config.smoke_prompt,
+                           start_timeout_s=config.start_timeout_s, log=context.log.info)
     with stage_run(context, tracker, "deployed_endpoint") as run:
         run.log_params({"model_version": report["model_version"], "url": outcome["url"],
                         "previous_version": outcome.get("previous_version") or "none"})
-        run.set_tags({"smoke_test_passed": str(outcome["smoke_ok"]), "rolled_back": str(outcome["rolled_back"])})
+        run.set_tags({"smoke_test_passed": str(outcome["smoke_ok"]), "rolled_back": str(outcome["rolled_back"]),
+                      "rollout": outcome["rollout"]})
         lineage = mlflow_metadata(run)
     if outcome["smoke_ok"]:
         artifacts.record_latest("deployed_endpoint", {k: v for k, v in outcome.items() if k != "api_key"})
     return dg.MaterializeResult(
         metadata={"url": dg.MetadataValue.url(outcome["url"]), "model": dg.MetadataValue.text(outcome["model"]),
                   "model_version": dg.MetadataValue.text(str(report["model_version"])),
-                  "smoke_answer": dg.MetadataValue.text(outcome.get("smoke_answer") or ""), **lineage},
+                  "smoke_answer": dg.MetadataValue.text(outcome.get("smoke_answer") or ""),
+                  "rollout": dg.MetadataValue.text(outcome["rollout"]),
+                  **({"canary_share": dg.MetadataValue.float(outcome["canary_share"])} if outcome["canary_share"] else {}),
+                  **lineage},
         check_results=[dg.AssetCheckResult(
             check_name="smoke_test", passed=bool(outcome["smoke_ok"]),
             metadata={"detail": dg.MetadataValue.text(outcome.get("smoke_detail", "")),
                       "rolled_back": dg.MetadataValue.bool(bool(outcome["rolled_back"]))})],
     )
+
+
+rollout_state = dg.AssetSpec(
+    "rollout_state", deps=["deployed_endpoint"], group_name="serving", kinds={"mlflow"},
+    description="The staged rollout's decisions (step, promote, rollback, hold) with their live evidence; "
+                "reported by the staged_rollout sensor, never materialised by a run.")
+
+
+def rollout_materialization(decision: Decision) -> dg.AssetMaterialization:
+    """A decision of the rollout controller as a materialisation of ``rollout_state``, evidence as metadata."""
+    rows = ["| | requests | bad rate | thumbs down | thumbs up | corrections | fallbacks | unusable | p50 ms |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for arm in (decision.champion, decision.challenger):
+        cells = [arm["requests"], arm["bad_rate"], arm["thumbs_down_rate"], arm["thumbs_up_rate"],
+                 arm["correction_rate"], arm["fallback_rate"], arm["unusable_rate"], arm["latency_p50_ms"]]
+        rows.append(f"| {arm['role']} `{arm['model']}` | " + " | ".join("-" if c is None else f"{c:g}" for c in cells) + " |")
+    interval = decision.interval or {}
+    metadata: dict[str, dg.MetadataValue] = {
+        "action": dg.MetadataValue.text(decision.action),
+        "reason": dg.MetadataValue.text(decision.reason),
+        "share_before": dg.MetadataValue.float(decision.share_before),
+        "share_after": dg.MetadataValue.float(decision.share_after),
+        "champion": dg.MetadataValue.text(decision.champion["model"]),
+        "challenger": dg.MetadataValue.text(decision.challenger["model"]),
+        "outcomes": dg.MetadataValue.md("\n".join(rows)),
+        "bad_rate_difference": dg.MetadataValue.float(float(interval.get("difference", 0.0))),
+        "confidence_lower": dg.MetadataValue.float(float(interval.get("lower", -1.0))),
+        "confidence_upper": dg.MetadataValue.float(float(interval.get("upper", 1.0))),
+        "step_started_at": dg.MetadataValue.text(decision.step_started_at),
+    }
+    if decision.mlflow_run_id:
+        metadata["mlflow_run_id"] = dg.MetadataValue.text(decision.mlflow_run_id)
+    return dg.AssetMaterialization(asset_key="rollout_state", description=decision.reason, metadata=metadata)

@@ -24,6 +24,7 @@ from homegrown.gateway.settings import (
     FALLBACK,
     ROLES,
     GatewaySettings,
+    ModelsFile,
     ModelSpec,
     read_models_file,
 )
@@ -531,6 +532,8 @@ class BackendPool:
             self._check_role(role)
             self._slots[role] = _Slot(backend)
         self.errors: dict[str, str] = dict(errors or {})
+        # HOMEGROWN_CANARY_SHARE and HOMEGROWN_SHADOW as the environment set them, before models.json overrode them
+        self._traffic_defaults: tuple[float, bool] | None = None
 
     @staticmethod
     def _check_role(role: str) -> None:
@@ -543,6 +546,7 @@ class BackendPool:
         pool = cls()
         try:
             specs = configured_specs(settings)
+            pool.apply_traffic(settings, read_models_file(settings.models_file))
         except (ValueError, FileNotFoundError) as exc:
             specs = {}
             pool.errors["models"] = str(exc)
@@ -617,12 +621,22 @@ class BackendPool:
             _close_quietly(old.backend)
         return old.backend if old else None
 
+    def apply_traffic(self, settings: GatewaySettings, models: ModelsFile) -> None:
+        """Make ``models.json``'s ``canary_share`` and ``shadow`` the live values of ``settings`` (which routing
+        and /health read); where the file gives none, the environment's value holds again."""
+        if self._traffic_defaults is None:
+            self._traffic_defaults = (settings.canary_share, settings.shadow)
+        default_share, default_shadow = self._traffic_defaults
+        settings.canary_share = default_share if models.canary_share is None else models.canary_share
+        settings.shadow = default_shadow if models.shadow is None else models.shadow
+
     def reload(self, settings: GatewaySettings) -> dict[str, Any]:
-        """Re-read ``models.json`` and swap the roles whose entry changed.
+        """Re-read ``models.json``, swap the roles whose entry changed and apply its traffic settings.
 
         All new models are loaded before anything is swapped; if one fails, the ones already loaded are
-        closed, the error is raised, and the pool is left as it was.
+        closed, the error is raised, and the pool (and the traffic split) is left as it was.
         """
+        models = read_models_file(settings.models_file)
         specs = configured_specs(settings)
         with self._lock:
             current = {role: slot.spec for role, slot in self._slots.items() if role != FALLBACK}
@@ -640,11 +654,14 @@ class BackendPool:
             self.swap(role, backend, changed[role])
         for role in removed:
             self.swap(role, None)
+        self.apply_traffic(settings, models)
         unchanged = [role for role in specs if role not in changed]
         return {
             "swapped": {role: spec.name for role, spec in changed.items()},
             "removed": removed,
             "unchanged": unchanged,
+            "canary_share": settings.canary_share,
+            "shadow": settings.shadow,
         }
 
     def describe(self) -> dict[str, Any]:

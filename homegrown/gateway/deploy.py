@@ -1,4 +1,10 @@
-"""Deploying a model version: registry aliases, the gateway's models file, hot reload, smoke test, rollback."""
+"""Deploying a model version: registry aliases, the gateway's models file, hot reload, smoke test, rollback.
+
+Two ways in: ``immediate`` makes the version the champion at once; ``staged`` starts it as the challenger on a
+share of the traffic (``canary_share`` in ``models.json``), and :mod:`homegrown.rollout` then steps the share
+up, promotes it or rolls it back on live outcomes. ``auto`` is staged when a champion already serves and
+immediate on the first deploy, when there is nothing to compare with.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,13 @@ from typing import Any
 
 import httpx
 
+from homegrown.gateway.logstore import utc_now_iso
 from homegrown.gateway.server import running_gateway, start_background
-from homegrown.gateway.settings import GatewaySettings, ModelSpec, read_models_file, write_models_file
+from homegrown.gateway.settings import GatewaySettings, ModelsFile, ModelSpec, RolloutMarker, read_models_file
 from homegrown.tracking import Tracker
+
+ROLLOUT_MODES = ("auto", "staged", "immediate")
+ALIASES = ("champion", "previous", "challenger")
 
 
 def model_name(version: str | int) -> str:
@@ -42,34 +52,82 @@ def _reload(url: str, settings: GatewaySettings) -> None:
         raise RuntimeError(f"gateway reload failed ({response.status_code}): {response.text[:500]}")
 
 
+def reload_gateway(settings: GatewaySettings, url: str | None = None) -> str | None:
+    """``POST /admin/reload`` to ``url``, or else to the background gateway if one runs; returns the URL
+    reloaded, or None when no gateway runs (it reads ``models.json`` when it starts)."""
+    if not url:
+        gateway = running_gateway()
+        url = gateway["url"] if gateway and gateway.get("healthy") else None
+    if url:
+        _reload(url, settings)
+    return url
+
+
+def resolve_rollout(rollout: str, version: str | int, current: ModelsFile | None) -> str:
+    """``staged`` or ``immediate`` for a deploy of ``version``; ``auto`` is staged when another version is champion."""
+    if rollout not in ROLLOUT_MODES:
+        raise ValueError(f"rollout must be one of {', '.join(ROLLOUT_MODES)}, got {rollout!r}")
+    champion = current.champion if current else None
+    serves_another = champion is not None and champion.version != str(version)
+    if rollout == "staged" and not serves_another:
+        raise ValueError("a staged rollout needs another champion in models.json to compare with; "
+                         "deploy the first model with rollout='immediate'")
+    if rollout == "auto":
+        return "staged" if serves_another else "immediate"
+    return rollout
+
+
 def deploy_model(
     tracker: Tracker,
     version: str,
     gguf_path: str,
     *,
+    rollout: str = "immediate",
+    canary_share: float = 0.1,
+    gateway_url: str | None = None,
     smoke_prompt: str = "What do you serve?",
     start_timeout_s: float = 120,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Make ``version`` the champion: alias, models file, (re)load, smoke test; roll everything back on failure."""
+    """Deploy ``version``: models file, aliases, (re)load, smoke test; roll everything back on failure.
+
+    ``rollout="immediate"``: the version becomes the champion (alias ``champion``; the one before becomes
+    ``previous``). ``"staged"``: it becomes the challenger on ``canary_share`` of the conversations (alias
+    ``challenger``), and the champion keeps its alias until :mod:`homegrown.rollout` promotes it. ``"auto"``:
+    see :func:`resolve_rollout`. ``gateway_url``: a gateway that runs elsewhere, to reload; by default the
+    background gateway, started when none runs.
+    """
+    if not 0.0 < canary_share < 1.0:
+        raise ValueError(f"canary_share must be between 0 and 1 (exclusive), got {canary_share}")
     settings = GatewaySettings()
     name = model_name(version)
-    previous_alias = tracker.alias_version("champion")
-    previous_models = read_models_file(settings.models_file) if Path(settings.models_file).exists() else None
-
-    write_models_file(settings.models_file, ModelSpec(name=name, gguf_path=str(gguf_path), version=str(version)),
-                      previous_models.challenger if previous_models else None)
-    previous_previous = tracker.alias_version("previous")
-    tracker.set_alias("champion", str(version))
-    if previous_alias and str(previous_alias["version"]) != str(version):
-        tracker.set_alias("previous", str(previous_alias["version"]))
+    path = Path(settings.models_file)
+    previous_models = read_models_file(path) if path.exists() else None
+    mode = resolve_rollout(rollout, version, previous_models)
+    saved_aliases = {alias: tracker.alias_version(alias) for alias in ALIASES}
+    spec = ModelSpec(name=name, gguf_path=str(gguf_path), version=str(version))
+    current = previous_models or ModelsFile()
+    now = utc_now_iso()
+    if mode == "staged":
+        current.model_copy(update={
+            "challenger": spec, "canary_share": canary_share,
+            "rollout": RolloutMarker(started_at=now, step_started_at=now)}).write(path)
+        tracker.set_alias("challenger", str(version))
+    else:
+        # A rollout in progress goes on against the new champion, from a fresh window.
+        marker = current.rollout.model_copy(update={"step_started_at": now}) if current.rollout else None
+        current.model_copy(update={"champion": spec, "rollout": marker}).write(path)
+        previous_alias = saved_aliases["champion"]
+        tracker.set_alias("champion", str(version))
+        if previous_alias and str(previous_alias["version"]) != str(version):
+            tracker.set_alias("previous", str(previous_alias["version"]))
 
     api_key = settings.client_api_key()
-    gateway = running_gateway()
-    url = gateway["url"] if gateway and gateway.get("healthy") else ""
+    gateway = None if gateway_url else running_gateway()
+    url = gateway_url or (gateway["url"] if gateway and gateway.get("healthy") else "")
     try:
         if url:
-            log(f"gateway running at {url}: hot-reloading {name}")
+            log(f"gateway running at {url}: hot-reloading {name} as the {'challenger' if mode == 'staged' else 'champion'}")
             _reload(url, settings)
         else:
             log("no gateway running: starting one in the background")
@@ -77,26 +135,22 @@ def deploy_model(
         ok, detail, answer = smoke_test(url, api_key, name, smoke_prompt)
     except (RuntimeError, OSError, httpx.HTTPError) as exc:
         ok, detail, answer = False, f"loading {name} failed: {exc}", ""
+    champion = saved_aliases["champion"]
     outcome = {"url": url, "model": name, "version": str(version), "api_key": api_key, "smoke_ok": ok,
-               "smoke_detail": detail, "smoke_answer": answer, "rolled_back": False,
-               "previous_version": previous_alias["version"] if previous_alias else None}
+               "smoke_detail": detail, "smoke_answer": answer, "rolled_back": False, "rollout": mode,
+               "canary_share": canary_share if mode == "staged" else None,
+               "previous_version": champion["version"] if champion else None}
     if ok:
-        log(f"{name} serves at {url}; smoke answer: {answer[:200]!r}")
+        log(f"{name} serves at {url}" + (f" on {canary_share:.0%} of the conversations" if mode == "staged" else "")
+            + f"; smoke answer: {answer[:200]!r}")
         return outcome
 
     log(f"smoke test failed ({detail}): rolling back")
     if previous_models is not None:
-        write_models_file(settings.models_file, previous_models.champion, previous_models.challenger)
+        previous_models.write(path)
     else:
-        Path(settings.models_file).unlink(missing_ok=True)
-    if previous_alias:
-        tracker.set_alias("champion", str(previous_alias["version"]))
-    else:
-        tracker.delete_alias("champion")
-    if previous_previous:
-        tracker.set_alias("previous", str(previous_previous["version"]))
-    elif previous_alias:
-        tracker.delete_alias("previous")
+        path.unlink(missing_ok=True)
+    restore_aliases(tracker, saved_aliases)
     if url:
         try:
             _reload(url, settings)
@@ -104,3 +158,14 @@ def deploy_model(
             log(f"reload after rollback failed: {exc}")
     outcome["rolled_back"] = True
     return outcome
+
+
+def restore_aliases(tracker: Tracker, saved: dict[str, dict[str, Any] | None]) -> None:
+    """Put registry aliases back as ``saved`` (alias -> ``alias_version`` result) had them; None deletes."""
+    for alias, before in saved.items():
+        now = tracker.alias_version(alias)
+        if before is not None:
+            if now is None or str(now["version"]) != str(before["version"]):
+                tracker.set_alias(alias, str(before["version"]))
+        elif now is not None:
+            tracker.delete_alias(alias)

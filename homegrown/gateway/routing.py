@@ -61,6 +61,11 @@ def choose_route(
     ``default_role=fallback`` sends there too; otherwise the canary share goes to the challenger and the
     rest to the champion. With ``shadow`` on, a second model answers beside the primary: the challenger
     beside the champion, the champion beside the challenger or the premium API.
+
+    ``settings.canary_share`` and ``settings.shadow`` are the live values: ``models.json`` overrides the
+    environment's on every load and reload (:meth:`BackendPool.apply_traffic`), which is how a staged
+    rollout moves the share (``homegrown.rollout``). A share of 1 sends every unpinned request to the
+    challenger.
     """
     roles = set(available)
     if not roles:

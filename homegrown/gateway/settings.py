@@ -52,16 +52,47 @@ class ModelSpec(BaseModel):
         return self
 
 
+class RolloutMarker(BaseModel):
+    """Where a staged rollout of the challenger stands (written by ``homegrown.rollout``; the gateway ignores it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    started_at: str = Field(description="when the challenger began serving a share of the traffic (UTC, ISO)")
+    step_started_at: str = Field(description="when the current share was set; outcomes since then decide the next step")
+
+
 class ModelsFile(BaseModel):
-    """The content of ``models.json``."""
+    """The content of ``models.json``.
+
+    ``canary_share`` and ``shadow``, when present, override ``HOMEGROWN_CANARY_SHARE`` and ``HOMEGROWN_SHADOW``
+    from the next load or ``POST /admin/reload`` on, so a rollout can move the challenger's share at run time.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     champion: ModelSpec | None = None
     challenger: ModelSpec | None = None
+    canary_share: float | None = Field(default=None, ge=0.0, le=1.0, description="share of conversations for the challenger")
+    shadow: bool | None = Field(default=None, description="a second model answers beside the primary, logged only")
+    rollout: RolloutMarker | None = None
+
+    @model_validator(mode="after")
+    def _rollout_needs_challenger(self) -> ModelsFile:
+        if self.rollout is not None and self.challenger is None:
+            raise ValueError("'rollout' is set but there is no 'challenger' to roll out")
+        return self
 
     def specs(self) -> dict[str, ModelSpec]:
         return {role: spec for role in ROLES if (spec := getattr(self, role)) is not None}
+
+    def write(self, path: Path) -> Path:
+        """Atomically write this file (a reader never sees half of it); then POST /admin/reload."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.model_dump(exclude_none=True), fh, indent=2)
+        os.replace(tmp, path)
+        return path
 
 
 def read_models_file(path: Path) -> ModelsFile:
