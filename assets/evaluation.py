@@ -103,6 +103,7 @@ def eval_report(
             loss_history=adapter.get("history"), score_distribution=scored["score"].dropna().tolist(),
             provenance=training_provenance(read_parquet(splits["paths"]["train"]["parquet"]), interactions),
             max_tokens=config.max_tokens, judge=judge,
+            preference=_preference_comparison(artifacts.latest("preference_adapter"), quantized["model_version"]),
         )
     finally:
         if judge is not None:
@@ -139,3 +140,10 @@ def eval_report(
                       "not_judged": dg.MetadataValue.json(decision.notes),
                       "candidate": dg.MetadataValue.json(outcome.headlines["candidate"])})],
     )
+
+
+def _preference_comparison(record: dict | None, model_version: str) -> dict | None:
+    """preference_adapter's SFT vs SFT+preference comparison when the evaluated candidate is that adapter."""
+    if record and record.get("tuned") and str(record.get("model_version")) == str(model_version):
+        return record.get("comparison")
+    return None

@@ -16,7 +16,7 @@ class MergeConfig(dg.Config):
     check_prompts: int = Field(default=8, ge=1, description="Validation prompts the equivalence check uses.")
 
 @dg.asset(
-    group_name="model", kinds={"safetensors"}, deps=["lora_adapter"],
+    group_name="model", kinds={"safetensors"}, deps=["preference_adapter"],
     check_specs=[dg.AssetCheckSpec("merge_matches_adapter", asset="merged_model", blocking=True,
                                    description="Merged and base+adapter logits agree on validation prompts.")],
 )
@@ -25,7 +25,7 @@ def merged_model(
 ) -> dg.MaterializeResult:
     """The adapter merged into the float32 base (never a quantized one): what quantization and serving start from."""
     artifacts = store.store()
-    adapter = artifacts.require_latest("lora_adapter")
+    adapter = merge_source(artifacts.require_latest("lora_adapter"), artifacts.latest("preference_adapter"))
     splits = artifacts.require_latest("dataset_splits")
     out_dir = artifacts.stage_dir("merged_model", f"v{adapter['model_version']}")
     card = {"base_model": adapter["base_model"], "dataset_version": adapter["dataset_version"],
@@ -51,6 +51,14 @@ def merged_model(
                                            metadata={"max_logit_difference": diff,
                                                      "tolerance": config.logit_tolerance})],
     )
+
+def merge_source(sft: dict, preference: dict | None) -> dict:
+    """The adapter record to merge: preference_adapter's when it was made from the latest SFT adapter (tuned or
+    passed through), else lora_adapter's (preference_adapter not run yet, or older than the SFT adapter)."""
+    if preference is not None and str(preference.get("sft_model_version")) == str(sft["model_version"]):
+        return preference
+    return sft
+
 
 def _validation_prompts(jsonl_path: str, limit: int) -> list[str]:
     """Plain text of the first validation conversations (prompt and answer), for the logits comparison."""

@@ -20,5 +20,5 @@ retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.all(),
     tags=GPU_TAG,
-    description="The whole loop: data, LoRA, merge, GGUF, eval and gate, deployment.",
+    description="The whole loop: data, LoRA, preference tuning, merge, GGUF, eval and gate, deployment.",
 )

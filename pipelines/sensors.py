@@ -11,6 +11,7 @@ from homegrown.retrain import count_new_good_examples, decide_retrain
 from homegrown.store import ArtifactStore
 from homegrown.tracking import tracker_from_env
 from pipelines.jobs import curate_job, retrain_job
+from resources import MlflowResource, StorageResource
 
 MIN_NEW_EXAMPLES = int(os.environ.get("HOMEGROWN_RETRAIN_MIN_NEW", "100"))
 COOLDOWN_S = float(os.environ.get("HOMEGROWN_RETRAIN_COOLDOWN_S", str(6 * 3600)))
@@ -43,3 +44,31 @@ hourly_curation = dg.ScheduleDefinition(
 monthly_retrain = dg.ScheduleDefinition(
     name="monthly_retrain", job=retrain_job, cron_schedule="0 3 1 * *",
     description="Backstop: retrain on the first of every month even without a trigger.")
+
+roi_job = dg.define_asset_job(
+    "roi_job", selection=dg.AssetSelection.assets("roi_report"),
+    description="The ROI report over the gateway log: cost and savings per day and per model version.")
+
+daily_roi = dg.ScheduleDefinition(
+    name="daily_roi", job=roi_job, cron_schedule="15 0 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every day after UTC midnight: add the finished day to the ROI report.")
+
+
+@dg.sensor(name="staged_rollout", minimum_interval_seconds=180, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Staged rollout: compare the challenger with the champion on live outcomes (sequential test) "
+                       "and step its share up, promote it or roll it back; every decision is a rollout_state event.")
+def staged_rollout(context: dg.SensorEvaluationContext, store: StorageResource, mlflow: MlflowResource):
+    # RUNNING by default: with no challenger in a staged rollout it only reads models.json and skips, and a
+    # staged deploy with this sensor stopped would stay at its first share for ever.
+    from assets.deployment import rollout_materialization
+    from homegrown.gateway.settings import GatewaySettings
+    from homegrown.rollout import RolloutController
+
+    decision = RolloutController(GatewaySettings(), store.store(), mlflow.tracker()).evaluate()
+    if decision is None:
+        return dg.SkipReason("no challenger in a staged rollout (models.json has no 'rollout')")
+    if not decision.recorded:
+        return dg.SkipReason(f"hold, no new outcomes since the last decision: {decision.reason}")
+    context.log.info(f"rollout {decision.action}: {decision.reason}")
+    return dg.SensorResult(asset_events=[rollout_materialization(decision)])

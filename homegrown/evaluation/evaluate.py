@@ -94,6 +94,7 @@ def evaluate_models(
     max_tokens: int = 1024,
     api_key: str | None = None,
     judge: Any = None,
+    preference: dict[str, Any] | None = None,
 ) -> EvalOutcome:
     """Answer ``examples`` with every model in ``models`` (name -> spec), score, gate and report.
 
@@ -151,6 +152,8 @@ def evaluate_models(
         extras["privacy"] = probe
     if provenance:
         extras["provenance"] = provenance
+    if preference:
+        extras["preference"] = preference
     out_dir.mkdir(parents=True, exist_ok=True)
     report = write_report(results, out_dir, extras)
     (out_dir / "summary.json").write_text(json.dumps(

@@ -64,6 +64,13 @@ img { max-width: 100%; }
 {% for row in provenance %}<tr><td>{{ row.level }}</td><td class="num">{{ row.n }}</td><td class="num">{{ row.share }}</td></tr>{% endfor %}
 </table>
 {% endif %}
+{% if preference %}
+<h2>SFT-only vs SFT+preference</h2>
+<p>{{ preference.verdict }}</p>
+{% if preference_rows %}<table><tr><th>metric</th><th>SFT</th><th>SFT+preference</th><th>paired difference</th></tr>
+{% for row in preference_rows %}<tr><td>{{ row.metric }}</td><td class="num">{{ row.sft }}</td><td class="num">{{ row.tuned }}</td><td class="num">{{ row.diff }}</td></tr>{% endfor %}
+</table>{% endif %}
+{% endif %}
 {% for plot in plots %}<h2>{{ plot.title }}</h2><img alt="{{ plot.title }}" src="data:image/png;base64,{{ plot.data }}">{% endfor %}
 <h2>Per example type</h2>
 {% for m in models %}<h3>{{ m }}</h3>
@@ -228,6 +235,19 @@ def _provenance_rows(provenance: dict[str, int] | None) -> list[dict[str, Any]]:
             for level, n in provenance.items()]
 
 
+def _preference_rows(comparison: dict[str, Any] | None) -> list[dict[str, str]]:
+    models = (comparison or {}).get("models") or {}
+    rows = []
+    for metric in sorted({m for agg in models.values() for m in agg}):
+        diff = ((comparison or {}).get("differences") or {}).get(metric) or {}
+        rows.append({"metric": metric + (" (lower is better)" if metric in LOWER_IS_BETTER else ""),
+                     "sft": _cell((models.get("sft") or {}).get(metric)),
+                     "tuned": _cell((models.get("sft+preference") or {}).get(metric)),
+                     "diff": "–" if diff.get("mean") is None or math.isnan(diff["mean"])
+                     else f"{diff['mean']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}]"})
+    return rows
+
+
 def _provenance_lines(provenance: dict[str, int] | None) -> list[str]:
     rows = _provenance_rows(provenance)
     if not rows:
@@ -236,8 +256,21 @@ def _provenance_lines(provenance: dict[str, int] | None) -> list[str]:
             + [f"| {row['level']} | {row['n']} | {row['share']} |" for row in rows] + [""])
 
 
+def preference_lines(comparison: dict[str, Any] | None) -> list[str]:
+    """SFT-only against SFT+preference (``homegrown.training.preference.compare``) as Markdown, with the verdict."""
+    if not comparison:
+        return []
+    lines = ["**SFT-only vs SFT+preference**", "", comparison.get("verdict", ""), ""]
+    rows = _preference_rows(comparison)
+    if rows:
+        lines += ["| metric | SFT | SFT+preference | paired difference |", "|---|---|---|---|"]
+        lines += [f"| {row['metric']} | {row['sft']} | {row['tuned']} | {row['diff']} |" for row in rows] + [""]
+    return lines
+
+
 def _markdown(results: dict[str, EvalResult], gate: GateDecision | None,
-              privacy: dict[str, Any] | None = None, provenance: dict[str, int] | None = None) -> str:
+              privacy: dict[str, Any] | None = None, provenance: dict[str, int] | None = None,
+              preference: dict[str, Any] | None = None) -> str:
     models = list(results)
     lines = ["# Evaluation", ""]
     if gate is not None:
@@ -258,7 +291,7 @@ def _markdown(results: dict[str, EvalResult], gate: GateDecision | None,
     perf_keys = sorted({k for m in models for k in results[m].performance})
     for key in perf_keys:
         lines.append(f"| {key} | " + " | ".join(_fmt(results[m].performance.get(key)) for m in models) + " |")
-    lines += [""] + _provenance_lines(provenance)
+    lines += [""] + _provenance_lines(provenance) + preference_lines(preference)
     lines += [_fact_note(results)] if provenance else ["", _fact_note(results)]
     return "\n".join(lines) + "\n"
 
@@ -274,16 +307,21 @@ def write_report(
     ``score_distribution`` (the data's quality scores), ``gate`` (a ``GateDecision``) and ``privacy``
     (the ``privacy_probe`` result: its leaks are listed with where each leaked value came from) and
     ``provenance`` (``{trust level: examples}`` of the training set, from
-    ``homegrown.data.quality.training_provenance``).
+    ``homegrown.data.quality.training_provenance``) and ``preference`` (SFT-only against SFT+preference,
+    ``homegrown.training.preference.compare``).
     Returns ``{"html": path, "markdown": path, "json": path, "plots": [paths]}``.
     """
     if not results:
         raise ValueError("write_report needs at least one model's results")
     extras = extras or {}
-    unknown = sorted(set(extras) - {"loss_history", "score_distribution", "gate", "privacy", "provenance"})
+    unknown = sorted(set(extras) - {"loss_history", "score_distribution", "gate", "privacy", "provenance",
+                                    "preference"})
     if unknown:
-        raise ValueError(
-            f"unknown report extras {unknown}; expected loss_history, score_distribution, gate, privacy, provenance")
+        raise ValueError(f"unknown report extras {unknown}; expected loss_history, score_distribution, gate, "
+                         "privacy, provenance, preference")
+    preference = extras.get("preference")
+    if preference is not None and not (isinstance(preference, dict) and "verdict" in preference):
+        raise ValueError("extras['preference'] must be a preference comparison (a dict with 'verdict')")
     provenance = extras.get("provenance")
     if provenance is not None and not (
         isinstance(provenance, dict) and all(isinstance(n, int) and n >= 0 for n in provenance.values())
@@ -328,18 +366,19 @@ def write_report(
 
     env = Environment(autoescape=select_autoescape(default_for_string=True, default=True))
     page = env.from_string(_HTML).render(
-        gate=gate, privacy=privacy, provenance=_provenance_rows(provenance), fact_note=_fact_note(results), models=models, metric_rows=metric_rows, type_metrics=type_metrics, type_rows=type_rows,
+        gate=gate, privacy=privacy, provenance=_provenance_rows(provenance), preference=preference,
+        preference_rows=_preference_rows(preference), fact_note=_fact_note(results), models=models, metric_rows=metric_rows, type_metrics=type_metrics, type_rows=type_rows,
         plots=[{"title": t, "data": base64.b64encode(p.read_bytes()).decode("ascii")} for t, p in plots],
         worst=_worst(results, WORST_PER_MODEL),
     )
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     md_path = out / "report.md"
-    md_path.write_text(_markdown(results, gate, privacy, provenance), encoding="utf-8")
+    md_path.write_text(_markdown(results, gate, privacy, provenance, preference), encoding="utf-8")
     json_path = out / "results.json"
     json_path.write_text(json.dumps(
         {"models": {m: r.to_dict() for m, r in results.items()},
          "gate": gate.to_dict() if gate is not None else None, "privacy": privacy,
-         "training_provenance": provenance}, indent=2, default=str), encoding="utf-8")
+         "training_provenance": provenance, "preference": preference}, indent=2, default=str), encoding="utf-8")
     return {"html": html_path, "markdown": md_path, "json": json_path, "plots": [p for _, p in plots]}
 
