@@ -48,6 +48,10 @@ def status() -> dict[str, Any]:
             "kept": (scored or {}).get("kept"),
         }
     adapter = store.latest("lora_adapter")
+    preference = store.latest("preference_adapter")
+    if adapter and preference and preference.get("tuned") \
+            and str(preference.get("sft_model_version")) == str(adapter["model_version"]):
+        adapter = {**adapter, **preference}  # the candidate is the preference-tuned adapter
     if adapter:
         merged = store.latest("merged_model") or {}
         quantized = store.latest("quantized_model") or {}
@@ -59,11 +63,16 @@ def status() -> dict[str, Any]:
             "gguf": quantized.get("gguf", {}),
             "base_model": adapter["base_model"],
             "dataset_version": adapter["dataset_version"],
+            "preference": adapter.get("method") if adapter.get("tuned") else None,
         }
     report = store.latest("eval_report")
     if report:
         out["eval"] = {"report": report["report"], "metrics": report["metrics"], "promoted": report["promoted"],
                        "model_version": report["model_version"], "gate_failures": report["gate"].get("failures")}
+    rollout = store.latest("rollout_state")
+    if rollout:
+        out["rollout"] = {key: rollout.get(key) for key in ("action", "reason", "share_before", "share_after",
+                                                            "decided_at")}
     deployed = store.latest("deployed_endpoint")
     from homegrown.gateway.server import running_gateway
     from homegrown.gateway.settings import GatewaySettings
