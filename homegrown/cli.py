@@ -227,6 +227,11 @@ def cmd_next_batch(args: argparse.Namespace) -> int:
     print(f"\ncandidate model version {after} (was {before}); promoted: {gate.get('promoted')}")
     if not gate.get("promoted"):
         print("  gate failures:", gate.get("gate_failures"))
+    deployed = _store().latest("deployed_endpoint") or {}
+    if gate.get("promoted") and deployed.get("rollout") == "staged":
+        print(f"  staged rollout: {deployed.get('model')} answers {deployed.get('canary_share'):.0%} of the "
+              "conversations as the challenger; the staged_rollout sensor (the Dagster daemon, `make ui`) steps "
+              "it up or rolls it back on live outcomes")
     endpoint = info.get("endpoint") or {}
     print("endpoint:", json.dumps(endpoint, default=str))
     if endpoint.get("url") and endpoint.get("healthy"):
