@@ -699,3 +699,31 @@ def test_background_server_lifecycle(gguf: Path, tmp_path: Path, monkeypatch: py
         assert stop_background()
     assert running_gateway() is None
     assert not stop_background()
+
+
+@pytest.mark.slow
+def test_a_port_held_by_another_process_is_not_taken_for_our_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Another gateway (of another home, with other keys) on the port: its /health must not pass for ours."""
+    from homegrown.gateway.server import running_gateway, start_background, stop_background
+
+    monkeypatch.setenv("HOMEGROWN_HOME", str(tmp_path))
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    taken = other.getsockname()[1]
+    try:
+        with pytest.raises(RuntimeError, match=f"port {taken} .* in use"):
+            start_background(GatewaySettings(port=taken, n_threads=1, n_ctx=512), timeout_s=30)
+        assert running_gateway() is None
+        # the same port as the default (not chosen by the user): the gateway moves to a free one
+        settings = GatewaySettings(n_threads=1, n_ctx=512)
+        settings.__dict__["port"] = taken  # a default value, not in model_fields_set
+        url = start_background(settings, timeout_s=90)
+        try:
+            assert not url.endswith(f":{taken}")
+            answer = client(url, local_api_key()).chat.completions.create(model="x", messages=QUESTION, max_tokens=2)
+            assert answer.choices[0].message.content is not None
+        finally:
+            assert stop_background()
+    finally:
+        other.close()

@@ -42,6 +42,16 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     return f"http://{shown}:{port}"
@@ -114,6 +124,13 @@ def start_background(settings: GatewaySettings | None = None, timeout_s: float =
     if current is not None:
         stop_background()
     port = settings.port or _free_port(settings.host)
+    if not _port_is_free(settings.host, port):
+        # Something else answers there (another gateway, another service): its /health must not be taken
+        # for ours. A port that was only the default moves to a free one; a chosen one is an error.
+        if "port" in settings.model_fields_set:
+            raise RuntimeError(f"port {port} on {settings.host} is in use by another process; "
+                               "stop it or set HOMEGROWN_PORT to a free port (0 picks one)")
+        port = _free_port(settings.host)
     settings = settings.model_copy(update={"port": port})
     folder = gateway_dir()
     log_path = folder / LOG_FILE
