@@ -146,12 +146,37 @@ def test_plain_messages_pass_through():
     ]
 
 
+def test_tools_are_described_compactly_with_what_the_arguments_need():
+    from homegrown.training.chat import describe_type, render_tools
+
+    tool = {"type": "function", "function": {
+        "name": "order", "description": "Place an\n order.",
+        "parameters": {"type": "object", "additionalProperties": False, "required": ["items", "when"], "properties": {
+            "when": {"type": "string", "format": "date-time", "pattern": "^.+$", "description": "Pickup time"},
+            "items": {"type": "array", "items": {"type": "object", "required": ["sku"], "properties": {
+                "sku": {"enum": ["bagel", "rye"]}, "qty": {"type": "integer", "minimum": 1, "maximum": 12}}}},
+            "tip": {"type": ["number", "null"], "minimum": 0},
+            "coupon": {"anyOf": [{"type": "string", "maxLength": 8}, {"const": False}]}}}}}
+    block = render_tools([tool])
+    assert block.splitlines()[2:-1] == [
+        "- order: Place an order.",
+        "  when (date-time, required): Pickup time",
+        "  items (list of {sku: bagel|rye, qty?: integer 1-12}, required)",
+        "  tip (number >= 0 or null)",
+        "  coupon (string or false)",
+    ]
+    assert "pattern" not in block and "additionalProperties" not in block
+    # about half the characters of the schema as JSON, and a schema it does not know stays JSON
+    assert len(block) < len(json.dumps(tool))
+    assert describe_type({"$ref": "#/$defs/x", "description": "d"}) == '{"$ref": "#/$defs/x"}'
+
+
 def test_tool_call_with_null_content_becomes_tagged_json():
     row = make_rows(5)[4]
     rendered = to_training_messages(row["messages"], row["tools"])
     assert rendered[0]["role"] == "system"
     assert rendered[0]["content"].startswith(SYSTEM)
-    assert '"name": "book_table"' in rendered[0]["content"]
+    assert "\n- book_table" in rendered[0]["content"]
     answer = rendered[-1]["content"]
     assert answer.startswith("<tool_call>") and answer.endswith("</tool_call>")
     body = json.loads(answer[len("<tool_call>") : -len("</tool_call>")])

@@ -23,6 +23,9 @@ TOOLS_PREAMBLE = (
     "You can call the following tools. To call one, answer with "
     '<tool_call>{"name": "<tool name>", "arguments": {<arguments as JSON>}}</tool_call>'
 )
+# Schema keywords that only constrain the form of a value: the serving grammar enforces them, so the prompt
+# leaves them out (``format`` stays: "date" tells the model what to write).
+_FORM_ONLY = ("pattern", "minLength", "maxLength", "uniqueItems", "additionalProperties", "minItems", "maxItems")
 
 
 def _text(content: Any, where: str) -> str:
@@ -64,13 +67,64 @@ def render_tool_call(call: dict[str, Any]) -> str:
     return f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}"
 
 
+def describe_type(schema: Any) -> str:
+    """A JSON schema in a few words: ``integer 1-50``, ``list of chicken|steak``, ``{name: string, size?: integer}``.
+
+    Used for the tool descriptions in the system prompt, which the model reads at every call: the compact
+    form costs about half the tokens of the schema as JSON and keeps what the model needs to fill the
+    arguments (types, required keys, allowed values, ranges, formats); the serving grammar enforces the
+    rest. A schema this does not know (``$ref``, ``not``) is written as JSON without the form-only keywords.
+    """
+    if not isinstance(schema, dict):
+        return json.dumps(schema, ensure_ascii=False)
+    if "enum" in schema and isinstance(schema["enum"], list):
+        return "|".join(v if isinstance(v, str) else json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"], ensure_ascii=False)
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list):
+            return " or ".join(describe_type(option) for option in schema[key])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " or ".join(describe_type({**schema, "type": k}) for k in kind)
+    if kind == "array":
+        return f"list of {describe_type(schema.get('items', {}))}"
+    if kind == "object" or "properties" in schema:
+        required = set(schema.get("required") or [])
+        fields = [f"{name}{'' if name in required else '?'}: {describe_type(sub)}"
+                  for name, sub in (schema.get("properties") or {}).items()]
+        return "{" + ", ".join(fields) + "}" if fields else "object"
+    if kind in ("integer", "number"):
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if low is not None and high is not None:
+            return f"{kind} {low}-{high}"
+        if low is not None or high is not None:
+            return f"{kind} {'>=' if low is not None else '<='} {low if low is not None else high}"
+        return kind
+    if kind in ("string", "boolean", "null"):
+        return str(schema["format"]) if kind == "string" and schema.get("format") else kind
+    return json.dumps({k: v for k, v in schema.items() if k not in _FORM_ONLY and k != "description"},
+                      ensure_ascii=False, sort_keys=True)
+
+
 def render_tools(tools: list[dict[str, Any]]) -> str:
-    """The system-prompt block that describes the offered tools (one JSON schema a line)."""
+    """The system-prompt block that describes the offered tools: per tool a line ``- name: description``,
+    then one line per argument ``  name (type, required): description``."""
     lines = [TOOLS_PREAMBLE, "<tools>"]
     for tool in tools:
         if not isinstance(tool, dict):
             raise ValueError(f"a tool schema must be an object, got {tool!r}")  # noqa: TRY004
-        lines.append(json.dumps(tool.get("function", tool), ensure_ascii=False, sort_keys=True))
+        function = tool.get("function", tool)
+        if not isinstance(function, dict):
+            raise ValueError(f"a tool's function must be an object, got {function!r}")  # noqa: TRY004
+        description = " ".join(str(function.get("description") or "").split())
+        lines.append(f"- {function.get('name')}" + (f": {description}" if description else ""))
+        parameters = function.get("parameters") if isinstance(function.get("parameters"), dict) else {}
+        required = set(parameters.get("required") or [])
+        for name, sub in (parameters.get("properties") or {}).items():
+            note = " ".join(str(sub.get("description") or "").split()) if isinstance(sub, dict) else ""
+            flag = ", required" if name in required else ""
+            lines.append(f"  {name} ({describe_type(sub)}{flag})" + (f": {note}" if note else ""))
     lines.append("</tools>")
     return "\n".join(lines)
 
