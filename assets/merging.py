@@ -25,7 +25,11 @@ def merged_model(
 ) -> dg.MaterializeResult:
     """The adapter merged into the float32 base (never a quantized one): what quantization and serving start from."""
     artifacts = store.store()
-    adapter = merge_source(artifacts.require_latest("lora_adapter"), artifacts.latest("preference_adapter"))
+    preference = artifacts.latest("preference_adapter")
+    adapter = merge_source(artifacts.require_latest("lora_adapter"), preference)
+    harm = preference_harm((preference or {}).get("comparison"))
+    if harm:
+        context.log.warning(f"merging the SFT adapter, not the preference-tuned one: {harm}")
     splits = artifacts.require_latest("dataset_splits")
     out_dir = artifacts.stage_dir("merged_model", f"v{adapter['model_version']}")
     card = {"base_model": adapter["base_model"], "dataset_version": adapter["dataset_version"],
@@ -45,7 +49,9 @@ def merged_model(
         artifacts.record_latest("merged_model", {"path": str(merged), "model_version": adapter["model_version"],
                                                  "max_logit_difference": diff})
     return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(str(merged)), "max_logit_difference": dg.MetadataValue.float(diff),
+        metadata={"path": dg.MetadataValue.path(str(merged)),
+                  "adapter_dir": dg.MetadataValue.path(str(adapter["adapter_dir"])),
+                  "preference_not_merged": dg.MetadataValue.text(harm or ""), "max_logit_difference": dg.MetadataValue.float(diff),
                   "model_version": dg.MetadataValue.text(str(adapter["model_version"])), **lineage},
         check_results=[dg.AssetCheckResult(check_name="merge_matches_adapter", passed=diff <= config.logit_tolerance,
                                            metadata={"max_logit_difference": diff,
@@ -54,10 +60,26 @@ def merged_model(
 
 def merge_source(sft: dict, preference: dict | None) -> dict:
     """The adapter record to merge: preference_adapter's when it was made from the latest SFT adapter (tuned or
-    passed through), else lora_adapter's (preference_adapter not run yet, or older than the SFT adapter)."""
-    if preference is not None and str(preference.get("sft_model_version")) == str(sft["model_version"]):
-        return preference
-    return sft
+    passed through) and its own comparison did not show it worse than SFT alone; else lora_adapter's
+    (preference_adapter not run yet, older than the SFT adapter, or harmful)."""
+    if preference is None or str(preference.get("sft_model_version")) != str(sft["model_version"]):
+        return sft
+    if preference_harm(preference.get("comparison")):
+        return sft
+    return preference
+
+
+def preference_harm(comparison: dict | None) -> str | None:
+    """Why the preference-tuned adapter is worse than SFT alone on its comparison, or None: fact accuracy fell
+    or the hallucination rate rose beyond noise (the paired 95% interval wholly on the wrong side of zero)."""
+    diffs = (comparison or {}).get("differences") or {}
+    fact, hallucination = diffs.get("fact_accuracy") or {}, diffs.get("hallucination_rate") or {}
+    if fact.get("hi") is not None and fact["hi"] < 0:
+        return f"fact accuracy fell by {-fact['mean']:.3f} [95% CI {-fact['hi']:.3f}, {-fact['lo']:.3f}]"
+    if hallucination.get("lo") is not None and hallucination["lo"] > 0:
+        return (f"the hallucination rate rose by {hallucination['mean']:.3f} "
+                f"[95% CI {hallucination['lo']:.3f}, {hallucination['hi']:.3f}]")
+    return None
 
 
 def _validation_prompts(jsonl_path: str, limit: int) -> list[str]:

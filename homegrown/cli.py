@@ -128,6 +128,27 @@ def failed_steps(result: Any) -> list[str]:
     return [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
 
 
+def stage_times(result: Any) -> list[tuple[str, float, str]]:
+    """``(stage, seconds, status)`` of each step of a Dagster run, in the order they started."""
+    import dagster as dg
+
+    stats = dg.DagsterInstance.get().get_run_step_stats(result.run_id)
+    timed = [s for s in stats if s.start_time is not None]
+    return [(s.step_key, round((s.end_time or time.time()) - s.start_time, 1), s.status.value.lower() if s.status
+             else "?") for s in sorted(timed, key=lambda s: s.start_time)]
+
+
+def print_stage_times(result: Any, total_s: float) -> None:
+    """The run's stage times as a table, slowest marked, so a slow demo says where its minutes went."""
+    rows = stage_times(result)
+    if not rows:
+        return
+    print("\nstage times (s):")
+    for stage, seconds, status in rows:
+        print(f"  {stage:<24} {seconds:>7.1f}  {100 * seconds / max(total_s, 1e-9):>4.0f}%"
+              + ("" if status == "success" else f"  ({status})"))
+
+
 def ask_all(endpoint: dict[str, Any], questions: list[str]) -> None:
     """Send each question to the endpoint through the ``openai`` client and print the answer and model."""
     for question in questions:
@@ -187,6 +208,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"${totals['net_savings_usd']:.4f} (training included); report {report['dir']}")
     print("Dagster UI: `make ui` (or `homegrown ui`), then http://127.0.0.1:3000")
     print("MLflow UI:  `make mlflow-ui`, then http://127.0.0.1:5000")
+    print_stage_times(result, time.perf_counter() - started)
     print(f"finished in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -375,3 +375,22 @@ def test_the_eval_report_shows_the_preference_comparison(tmp_path):
     assert comparison["verdict"] in Path(report["html"]).read_text()
     with pytest.raises(ValueError, match="preference"):
         write_report(results, tmp_path, {"preference": {"no": "verdict"}})
+
+
+def test_a_preference_adapter_worse_than_sft_on_its_comparison_is_not_merged():
+    from assets.merging import merge_source, preference_harm
+
+    sft = {"model_version": "3", "adapter_dir": "/sft"}
+    tuned = {"model_version": "4", "sft_model_version": "3", "adapter_dir": "/dpo"}
+    within_noise = {"differences": {"fact_accuracy": {"mean": -0.05, "lo": -0.2, "hi": 0.1},
+                                    "hallucination_rate": {"mean": 0.02, "lo": -0.1, "hi": 0.12}}}
+    assert preference_harm(within_noise) is None
+    assert merge_source(sft, {**tuned, "comparison": within_noise})["adapter_dir"] == "/dpo"
+    assert merge_source(sft, {**tuned, "comparison": None})["adapter_dir"] == "/dpo"  # not compared: trusted
+
+    fell = {"differences": {"fact_accuracy": {"mean": -0.3, "lo": -0.5, "hi": -0.1}}}
+    rose = {"differences": {"hallucination_rate": {"mean": 0.25, "lo": 0.05, "hi": 0.4}}}
+    assert "fact accuracy fell" in preference_harm(fell)
+    assert "hallucination rate rose" in preference_harm(rose)
+    for harmful in (fell, rose):
+        assert merge_source(sft, {**tuned, "comparison": harmful}) == sft
