@@ -25,7 +25,7 @@ class DeployConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="serving", kinds={"openai"}, deps=["eval_report"],
+    group_name="serving", kinds={"openai"}, deps=["eval_report"], pool="stage_deployed_endpoint",
     check_specs=[dg.AssetCheckSpec(
         "smoke_test", asset="deployed_endpoint", blocking=True,
         description="The endpoint answers through the real openai client with the new model; else rolled back.")],

@@ -47,7 +47,9 @@ class EvalConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="evaluation", kinds={"html"}, deps=["quantized_model", "dataset_splits"],
+    group_name="evaluation", kinds={"html"}, pool="gpu",
+    deps=["quantized_model", "dataset_splits", "lora_adapter", "raw_interactions", "scored_dataset",
+          "preference_adapter"],
     check_specs=[dg.AssetCheckSpec(
         "promotion_gate", asset="eval_report", blocking=True,
         description="The candidate beats the base by the configured margins on every metric measured on "

@@ -7,7 +7,7 @@ from homegrown.data.ingest import ingest, load_quarantine
 from resources import InputResource, MlflowResource, StorageResource
 
 
-@dg.asset(group_name="data", kinds={"sqlite"})
+@dg.asset(group_name="data", kinds={"sqlite"}, pool="stage_raw_interactions")
 def raw_interactions(
     context: dg.AssetExecutionContext, store: StorageResource, mlflow: MlflowResource, input_logs: InputResource
 ) -> dg.MaterializeResult:

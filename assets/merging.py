@@ -16,7 +16,8 @@ class MergeConfig(dg.Config):
     check_prompts: int = Field(default=8, ge=1, description="Validation prompts the equivalence check uses.")
 
 @dg.asset(
-    group_name="model", kinds={"safetensors"}, deps=["preference_adapter"],
+    group_name="model", kinds={"safetensors"}, deps=["preference_adapter", "lora_adapter", "dataset_splits"],
+    pool="stage_merged_model",
     check_specs=[dg.AssetCheckSpec("merge_matches_adapter", asset="merged_model", blocking=True,
                                    description="Merged and base+adapter logits agree on validation prompts.")],
 )

@@ -75,7 +75,8 @@ class PreferenceTuningConfig(dg.Config):
                              trusted_feedback_only=self.trusted_feedback_only)
 
 
-@dg.asset(group_name="model", kinds={"pytorch", "peft"}, deps=["lora_adapter"], pool="trainer")
+@dg.asset(group_name="model", kinds={"pytorch", "peft"}, deps=["lora_adapter", "dataset_splits", "raw_interactions"],
+          pool="gpu")
 def preference_adapter(
     context: dg.AssetExecutionContext, config: PreferenceTuningConfig, store: StorageResource,
     mlflow: MlflowResource, teacher: TeacherResource,

@@ -38,7 +38,7 @@ class QuantizeConfig(dg.Config):
         default=True, description="Deploy Q8_0 alone when Q4_K_M is out of tolerance (and Q8_0 is within it).")
 
 @dg.asset(
-    group_name="model", kinds={"gguf"}, deps=["merged_model"],
+    group_name="model", kinds={"gguf"}, deps=["merged_model", "dataset_splits"], pool="stage_quantized_model",
     check_specs=[
         dg.AssetCheckSpec("train_serve_parity", asset="quantized_model", blocking=True,
                           description="llama.cpp renders the training prompt tokens and stops at <|im_end|>."),

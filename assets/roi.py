@@ -62,7 +62,7 @@ class RoiConfig(dg.Config):
             training_usd_per_hour=self.training_usd_per_hour, premium_price_source=source)
 
 
-@dg.asset(group_name="serving", kinds={"pandas", "mlflow"}, deps=["deployed_endpoint"])
+@dg.asset(group_name="serving", kinds={"pandas", "mlflow"}, deps=["deployed_endpoint"], pool="stage_roi_report")
 def roi_report(
     context: dg.AssetExecutionContext, config: RoiConfig, store: StorageResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:

@@ -58,6 +58,7 @@ class ScoringConfig(dg.Config):
     group_name="data",
     kinds={"parquet"},
     deps=["raw_interactions", "synthetic_examples"],
+    pool="stage_scored_dataset",
     check_specs=[
         dg.AssetCheckSpec("no_pii_left", asset="scored_dataset", blocking=True,
                           description="A second detector (Presidio's pattern recognizers) finds no e-mail, phone, "

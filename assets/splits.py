@@ -34,6 +34,7 @@ class SplitConfig(dg.Config):
     group_name="data",
     kinds={"parquet", "jsonl"},
     deps=["scored_dataset"],
+    pool="stage_dataset_splits",
     check_specs=[dg.AssetCheckSpec(
         "no_leakage", asset="dataset_splits", blocking=True,
         description="Read back from the written files: no conversation or example id in two splits, no "

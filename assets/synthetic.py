@@ -13,7 +13,7 @@ class SyntheticConfig(dg.Config):
     per_fact: int = Field(default=3, ge=1, le=50, description="Examples per knowledge fact; more adds coverage.")
     seed: int = Field(default=0, description="Seed of the phrasing choices, so a rerun gives the same rows.")
 
-@dg.asset(group_name="data", kinds={"parquet"})
+@dg.asset(group_name="data", kinds={"parquet"}, deps=["raw_interactions"], pool="stage_synthetic_examples")
 def synthetic_examples(
     context: dg.AssetExecutionContext, config: SyntheticConfig, store: StorageResource, mlflow: MlflowResource,
     teacher: TeacherResource,

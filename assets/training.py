@@ -70,7 +70,7 @@ class LoraTrainingConfig(dg.Config):
         )
 
 @dg.asset(group_name="model", kinds={"pytorch", "peft"}, deps=["dataset_splits"],
-          pool="trainer")
+          pool="gpu")
 def lora_adapter(
     context: dg.AssetExecutionContext, config: LoraTrainingConfig, store: StorageResource, mlflow: MlflowResource,
     compute: TrainingCompute,

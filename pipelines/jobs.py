@@ -4,6 +4,14 @@ import dagster as dg
 
 GPU_TAG = {"homegrown/gpu": "true"}
 
+# On Kubernetes (infra/helm/values.yaml) the K8sRunLauncher reads this tag: the retrain's run pod goes to the
+# GPU node pool and gets one GPU. Elsewhere it is inert. The one-GPU limit itself is the `gpu` pool on the assets.
+K8S_GPU_NODE_TAG = {"dagster-k8s/config": {
+    "pod_spec_config": {"node_selector": {"homegrown.io/node-pool": "gpu"},
+                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+    "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+}}
+
 curate_job = dg.define_asset_job(
     "curate_job",
     selection=dg.AssetSelection.assets("raw_interactions", "synthetic_examples", "scored_dataset"),
@@ -19,6 +27,6 @@ data_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.all(),
-    tags=GPU_TAG,
+    tags={**GPU_TAG, **K8S_GPU_NODE_TAG},
     description="The whole loop: data, LoRA, preference tuning, merge, GGUF, eval and gate, deployment.",
 )
