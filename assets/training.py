@@ -36,8 +36,9 @@ class LoraTrainingConfig(dg.Config):
                                            description="Wall-clock cap on training: fewer epochs are planned to fit, "
                                                        "and the run stops at it keeping the best checkpoint.")
     seed: int = Field(default=42, description="Seed of initialisation and data order.")
-    batching: str = Field(default="group_by_length",
-                          description="group_by_length (CPU), padding_free or packing (GPU + flash attention).")
+    batching: str = Field(default="padding_free",
+                          description="padding_free (rows concatenated, attention per row), group_by_length, "
+                                      "packing or padded.")
     bf16: str = Field(default="auto", description="auto | true | false: bf16 autocast.")
     qlora: bool = Field(default=False, description="CUDA only: 4-bit NF4 base + paged 8-bit AdamW.")
     gradient_checkpointing: bool = Field(default=False, description="Less memory, ~25% slower.")

@@ -1,25 +1,31 @@
-"""Benchmark of LoRA training on the CPU: homegrown's trainer against a plain peft loop, useful tokens/s.
+"""Benchmark of LoRA training on the CPU: homegrown's trainer against a plain padded peft loop, useful tokens/s.
 
 Both arms fine-tune the same base model (the embedded SmolLM2-135M-Instruct) with the same LoRA adapter
-(r=16, alpha=32, dropout 0.05 on q/k/v/o), on the same rows of the demo dataset's training split, with the
-same batch size and the same number of optimizer steps. Each arm runs in a fresh subprocess with torch
-using every core this process may run on:
+(the recipe's choice for a 135M base, which the demo trains: r=32, alpha=64, dropout 0.05 on every linear
+layer, learning rate 2e-3), on the same rows of the demo dataset's training split, with the same batch size
+and the same number of optimizer steps. Each arm runs in a fresh subprocess (so that its peak memory is its
+own) with torch using every core this process may run on; the arms alternate within one run of this script
+(in the order of ``ARMS`` in odd repeats, reversed in even ones):
 
 - homegrown: ``homegrown.training.sft.build_trainer`` + ``trainer.train()``, i.e. exactly what
-  ``homegrown.training.sft.train`` runs, with its defaults (length-grouped batches, bf16 autocast where
-  the CPU has AVX512-BF16/AMX, trl's completion-only loss). Only ``train()``'s reading of the split
-  (done the same way, with ``read_split``) and its writing of the adapter afterwards are outside.
-- baseline: a hand-written torch loop over a peft model in float32, random-order batches padded to the
-  longest row of each batch (``DataCollatorWithPadding`` style), loss on the answer tokens only.
+  ``homegrown.training.sft.train`` runs, with its defaults (padding-free batches with per-row attention,
+  bf16 base weights under bf16 autocast where the CPU has AVX512-BF16/AMX, logits only at the answer
+  tokens, fused AdamW). Only ``train()``'s reading of the split (done the same way, with ``read_split``) and
+  its writing of the adapter afterwards are outside.
+- baseline: what a practitioner writes first: a torch loop over a peft model loaded in float32, every step
+  under ``torch.autocast("cpu", dtype=torch.bfloat16)``, random-order batches padded to the longest row of
+  each batch, the model's own loss on the answer tokens (-100 on the prompt and the padding), AdamW.
+- baseline_fp32: the same loop without autocast. On a CPU without native bf16 it is the faster of the two
+  plain loops, so the page gives homegrown's ratio to both.
 
 The rows are a seeded sample of ``(warmup + steps) x batch x accumulation`` training rows, and each arm
 makes exactly one pass over them, so both see the same rows, only in a different order. Useful tokens
-are counted the same way in both: the sum of the attention masks (real prompt and answer tokens, no
-padding) of the batches trained; the homegrown arm uses the Trainer's ``num_input_tokens_seen``, which
-with ``include_num_input_tokens_seen="non_padding"`` is that sum. The first ``warmup`` optimizer steps are
-left out of the time and the tokens.
+are counted the same way in both: the real prompt and answer tokens (no padding) of the batches trained;
+the homegrown arm uses the Trainer's ``num_input_tokens_seen``. The first ``warmup`` optimizer steps are
+left out of the time and the tokens. Peak memory is ``ru_maxrss`` of the arm's own process (model load
+included); the RSS right before the first step is reported beside it.
 
-Run ``.venv/bin/python bench/bench_train.py [--steps 12] [--repeats 2] [--out bench/results/train_cpu.md]``.
+Run ``flock /tmp/homegrown-bench.lock .venv/bin/python bench/bench_train.py [--steps 12] [--repeats 2]``.
 ``bench/bench_gpu.py`` reuses this module's arms on a GPU.
 """
 
@@ -44,8 +50,13 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = PROJECT_ROOT / "bench" / "results" / "train_cpu.md"
 TARGET_RATIO = 1.5
-ARMS = ("homegrown", "baseline")
+# "baseline" is the reference of the target; "baseline_fp32" is the same loop without autocast, the faster
+# plain loop on a CPU without native bf16 (AVX512-BF16/AMX), where autocast's bf16 is emulated.
+ARMS = ("homegrown", "baseline", "baseline_fp32")
 IGNORE_INDEX = -100
+# The adapter of every arm: what homegrown/training/recipe.py chooses for a 135M base (the demo's adapter).
+LORA = {"r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "target_modules": "all-linear"}
+LEARNING_RATE = 2e-3
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -60,6 +71,19 @@ def cpu_threads() -> int:
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process, in MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def sample_rows(train_jsonl: Path, n: int, seed: int, out: Path) -> int:
@@ -138,31 +162,38 @@ def epoch_padding(lengths: Sequence[int], batch_size: int, seed: int) -> dict[st
 
 @dataclass
 class StepClock:
-    """Wall time and useful tokens at the end of every optimizer step; the summary leaves out ``warmup``."""
+    """Wall time, CPU time and useful tokens at the end of every optimizer step; the summary leaves out ``warmup``.
+
+    CPU time (every thread of the process) is reported beside wall time because on a shared machine the wall
+    time of a step swings with the other jobs' load far more than the work it does.
+    """
 
     warmup: int
     sync: Callable[[], None] = lambda: None
 
     def __post_init__(self) -> None:
         self.started: float | None = None
-        self.marks: list[tuple[int, float, int]] = []  # (step, perf_counter, cumulative useful tokens)
+        self.rss_at_start_mib: float | None = None
+        # (step, perf_counter, CPU seconds, cumulative useful tokens)
+        self.marks: list[tuple[int, float, float, int]] = []
 
     def begin(self) -> None:
         """Call right before the first step."""
         self.sync()
+        self.rss_at_start_mib = rss_mib()
         self.started = time.perf_counter()
 
     def mark(self, step: int, tokens: int) -> None:
         self.sync()
-        self.marks.append((step, time.perf_counter(), int(tokens)))
+        self.marks.append((step, time.perf_counter(), cpu_seconds(), int(tokens)))
 
     def summary(self) -> dict[str, Any]:
         if len(self.marks) <= self.warmup or self.warmup < 1 or self.started is None:
             raise ValueError(
                 f"need begin() and more than warmup={self.warmup} (>= 1) steps, got {len(self.marks)} steps"
             )
-        _, t0, tok0 = self.marks[self.warmup - 1]
-        last_step, t1, tok1 = self.marks[-1]
+        _, t0, c0, tok0 = self.marks[self.warmup - 1]
+        last_step, t1, c1, tok1 = self.marks[-1]
         seconds, tokens = t1 - t0, tok1 - tok0
         timed = len(self.marks) - self.warmup
         return {
@@ -172,11 +203,14 @@ class StepClock:
             "s_per_step": round(seconds / timed, 3),
             "useful_tokens_timed": tokens,
             "tokens_per_s": round(tokens / seconds, 1),
+            "cpu_seconds_timed": round(c1 - c0, 3),
+            "tokens_per_cpu_s": round(tokens / (c1 - c0), 1) if c1 > c0 else None,
             # The whole pass, warm-up included: the same rows, hence the same useful tokens, in every arm.
             "seconds_pass": round(t1 - self.started, 3),
             "useful_tokens_pass": tok1,
             "tokens_per_s_pass": round(tok1 / (t1 - self.started), 1),
             "step_seconds": [round(b[1] - a[1], 3) for a, b in zip(self.marks, self.marks[1:])],
+            "rss_at_start_mib": round(self.rss_at_start_mib or 0.0, 1),
         }
 
 
@@ -255,7 +289,7 @@ def run_homegrown(
         "collated": counter.totals(),
         "bf16": bool(trainer.args.bf16),
         "batching": cfg.batching,
-        "precision": "bf16 autocast, float32 weights" if trainer.args.bf16 else "float32",
+        "precision": "bf16 base weights, float32 LoRA, bf16 autocast" if trainer.args.bf16 else "float32",
         "train_loss": float(output.training_loss),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
@@ -275,11 +309,15 @@ def run_baseline(
     seed: int,
     device: str = "cpu",
     sync: Callable[[], None] = lambda: None,
+    autocast_bf16: bool = False,
 ) -> dict[str, Any]:
     """Train a peft ``model`` with a plain torch loop: one pass over ``rows`` in random order, padded batches.
 
-    Every ``accumulation`` micro-batches make one AdamW step. Returns the timing summary and token counts.
+    Every ``accumulation`` micro-batches make one AdamW step (torch's default implementation), each forward
+    and backward under bf16 autocast when ``autocast_bf16``. Returns the timing summary and token counts.
     """
+    import contextlib
+
     import torch
 
     examples = [tokenize_prompt_completion(tokenizer, row, max_length) for row in rows]
@@ -298,7 +336,8 @@ def run_baseline(
         for indices in group:
             batch = {k: v.to(device) for k, v in counter([examples[i] for i in indices]).items()}
             useful += int(batch["attention_mask"].sum())
-            loss = model(**batch).loss / len(group)
+            with torch.autocast(device, dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext():
+                loss = model(**batch).loss / len(group)
             loss.backward()
             step_loss += float(loss.detach())
         optimizer.step()
@@ -334,53 +373,84 @@ def _worker(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
         from homegrown.training.sft import TrainConfig
 
         cfg = TrainConfig(
+            lora_r=LORA["r"],
+            lora_alpha=LORA["lora_alpha"],
+            lora_dropout=LORA["lora_dropout"],
+            target_modules=LORA["target_modules"],
+            learning_rate=LEARNING_RATE,
+            max_seq_length=spec["max_length"],
             per_device_batch_size=spec["batch_size"],
             gradient_accumulation=spec["accumulation"],
             max_steps=spec["warmup"] + spec["steps"],
             num_epochs=1.0,
+            eval_steps=None,
             early_stopping_patience=0,
             device="cpu",
             seed=spec["seed"],
         )
         result = run_homegrown(cfg, spec["base"], Path(spec["rows_jsonl"]), out_dir, spec["warmup"])
-    elif arm == "baseline":
+    elif arm in ("baseline", "baseline_fp32"):
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from homegrown.training.sft import read_split
 
         tokenizer = AutoTokenizer.from_pretrained(spec["base"])
-        model = AutoModelForCausalLM.from_pretrained(
-            spec["base"], dtype=torch.float32, attn_implementation="sdpa"
-        )
-        lora = LoraConfig(
-            r=16,
-            lora_alpha=32,
-            lora_dropout=0.05,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+        model = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
+        model = get_peft_model(model, LoraConfig(**LORA, bias="none", task_type="CAUSAL_LM"))
         result = run_baseline(
             model,
             tokenizer,
             read_split(Path(spec["rows_jsonl"])),
             batch_size=spec["batch_size"],
             accumulation=spec["accumulation"],
-            max_length=1024,
-            learning_rate=2e-4,
+            max_length=spec["max_length"],
+            learning_rate=LEARNING_RATE,
             warmup=spec["warmup"],
             seed=spec["seed"],
+            autocast_bf16=arm == "baseline",
         )
-        result["precision"] = "float32"
-        result["bf16"] = False
+        result["precision"] = "float32 weights, bf16 autocast" if arm == "baseline" else "float32"
+        result["bf16"] = arm == "baseline"
     else:
         raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
     result["arm"] = arm
     result["threads"] = torch.get_num_threads()
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return result
+
+
+def _profiled_worker(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_worker` under torch.profiler: the ops that take the pass's CPU time, most first (not timed)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        result = _worker(arm, spec)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    result["profile"] = [
+        {"op": e.key, "calls": e.count, "self_cpu_s": round(e.self_cpu_time_total / 1e6, 2),
+         "share": round(e.self_cpu_time_total / total, 3)}
+        for e in top
+    ]
+    return result
+
+
+def render_profile(results: dict[str, dict[str, Any]]) -> str:
+    """The profiled passes as a markdown table per arm."""
+    lines = [
+        (
+            "One more pass of each arm under `torch.profiler` (CPU activities; not part of the timings above): "
+            "the operators with the most self CPU time over the arm's whole process, model loading included."
+        ),
+    ]
+    for arm, r in results.items():
+        lines += ["", f"**{arm}** ({r['seconds_pass']:.0f} s for the pass under the profiler)", "",
+                  "| operator | calls | self CPU s | share |", "|---|---:|---:|---:|"]
+        lines += [f"| `{p['op']}` | {p['calls']:,} | {p['self_cpu_s']:.2f} | {100 * p['share']:.1f}% |"
+                  for p in r["profile"]]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -421,7 +491,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def prepare_dataset(home: Path, timeout: float) -> Path:
-    """Run the demo pipeline up to ``dataset_splits`` in ``home``; return the training split's JSONL path."""
+    """Run the demo pipeline up to ``dataset_splits`` in ``home``; return a copy of the training split.
+
+    The copy (``home/../train_split.jsonl``) is reused when it exists, so a ``--work-dir`` run again trains
+    on the same split without re-running the pipeline.
+    """
+    copy = home.parent / "train_split.jsonl"
+    if copy.is_file():
+        return copy
     env = {**os.environ, "HOMEGROWN_HOME": str(home)}
     cli = Path(sys.executable).with_name("homegrown")
     command = [str(cli)] if cli.is_file() else [sys.executable, "-m", "homegrown.cli"]
@@ -442,16 +519,19 @@ def prepare_dataset(home: Path, timeout: float) -> Path:
         capture_output=True,
         text=True,
     )
-    return Path(json.loads(status.stdout)["dataset"]["splits"]["train"])
+    split = Path(json.loads(status.stdout)["dataset"]["splits"]["train"])
+    copy.write_text(split.read_text(encoding="utf-8"), encoding="utf-8")
+    return copy
 
 
 def run_arm(arm: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run one arm in a fresh Python process and return its result."""
+    """Run one arm in a fresh Python process (profiled when ``spec["profile"]``) and return its result."""
     work = Path(spec["work_dir"])
     spec_path = work / f"spec-{arm}-{spec['repeat']}.json"
     result_path = work / f"result-{arm}-{spec['repeat']}.json"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "HOMEGROWN_HOME": spec["home"], "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HOMEGROWN_HOME": spec["home"], "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(spec["threads"])}
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", arm, "--spec", str(spec_path), "--result", str(result_path)],
         env=env,
@@ -468,11 +548,12 @@ def run_arm(arm: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def _row(r: dict[str, Any]) -> str:
     c = r["collated"]
+    per_cpu = r.get("tokens_per_cpu_s")
     return (
         f"| {r['arm']} | {r['precision']} | {r['batching']} | {r['s_per_step']:.2f} "
-        f"| {r['useful_tokens_timed']:,} | **{r['tokens_per_s']:,.0f}** | {r['seconds_pass']:.1f} "
-        f"| **{r['tokens_per_s_pass']:,.0f}** | {100 * c['padding_share']:.1f}% | {r['peak_rss_mib']:,.0f} "
-        f"| {', '.join(f'{x:.1f}' for x in r['step_seconds'])} |"
+        f"| {r['useful_tokens_timed']:,} | **{r['tokens_per_s']:,.0f}** | {per_cpu or 0:,.0f} | {r['seconds_pass']:.1f} "
+        f"| **{r['tokens_per_s_pass']:,.0f}** | {100 * c['padding_share']:.1f}% | {r['rss_at_start_mib']:,.0f} "
+        f"| **{r['peak_rss_mib']:,.0f}** | {', '.join(f'{x:.1f}' for x in r['step_seconds'])} |"
     )
 
 
@@ -485,10 +566,14 @@ def render(
     setup: dict[str, Any],
     repeats: list[dict[str, dict[str, Any]]],
     split_padding: dict[str, float] | None = None,
+    profile: str | None = None,
 ) -> str:
     """The results page as markdown."""
     timed = [r["homegrown"]["tokens_per_s"] / r["baseline"]["tokens_per_s"] for r in repeats]
     whole = [r["homegrown"]["tokens_per_s_pass"] / r["baseline"]["tokens_per_s_pass"] for r in repeats]
+    memory = [r["baseline"]["peak_rss_mib"] / r["homegrown"]["peak_rss_mib"] for r in repeats]
+    fp32_timed = [r["homegrown"]["tokens_per_s"] / r["baseline_fp32"]["tokens_per_s"] for r in repeats]
+    fp32_whole = [r["homegrown"]["tokens_per_s_pass"] / r["baseline_fp32"]["tokens_per_s_pass"] for r in repeats]
     v = info["versions"]
     lines = [
         "# Training benchmark (CPU)",
@@ -504,40 +589,58 @@ def render(
             f"trl {v['trl']}, accelerate {v['accelerate']}; torch threads = {setup['threads']}"
         ),
         (
-            f"- Base: embedded SmolLM2-135M-Instruct (float32 safetensors). LoRA r=16, alpha=32, dropout 0.05 on "
-            f"q/k/v/o in both arms. Data: {setup['rows']} rows sampled (seed {setup['seed']}) from the demo "
-            f"dataset's training split ({setup['split_rows']} rows); each arm makes one pass over them: "
-            f"{setup['warmup']} warm-up + {setup['steps']} timed optimizer steps of batch {setup['batch_size']} "
-            f"x accumulation {setup['accumulation']}."
+            f"- Base: embedded SmolLM2-135M-Instruct. LoRA r={LORA['r']}, alpha={LORA['lora_alpha']}, dropout "
+            f"{LORA['lora_dropout']} on every linear layer, learning rate {LEARNING_RATE:g} (the recipe's choice "
+            f"for this base, what the demo trains) in every arm. Data: {setup['rows']} rows sampled (seed "
+            f"{setup['seed']}) from the demo dataset's training split ({setup['split_rows']} rows), rows cut at "
+            f"{setup['max_length']} tokens; each arm makes one pass over them: {setup['warmup']} warm-up + "
+            f"{setup['steps']} timed optimizer steps of batch {setup['batch_size']} x accumulation "
+            f"{setup['accumulation']}. Each arm runs in its own fresh process; the arms alternate (the order "
+            "is in the summary)."
         ),
         (
             "- homegrown: `build_trainer` + `trainer.train()` (what `homegrown.training.sft.train` runs) with "
-            '`TrainConfig` defaults: length-grouped batches, bf16 "auto", trl completion-only loss. Baseline: '
-            "hand-written torch loop over a peft model, float32, random-order batches padded to the longest row, "
-            "AdamW."
+            "`TrainConfig` defaults: padding-free batches (rows concatenated, position ids restarting per row, "
+            "attention row by row), bf16 base weights with float32 LoRA under bf16 autocast where the CPU has "
+            "native bf16 (AVX512-BF16/AMX; float32 otherwise), logits only at the answer tokens, fused AdamW. Baseline: the plain loop a practitioner writes first: a peft model in "
+            "float32 under `torch.autocast(\"cpu\", dtype=torch.bfloat16)`, random-order batches padded to the "
+            "longest row, the model's own loss on the answer tokens, `torch.optim.AdamW` defaults. baseline_fp32: "
+            "the same loop without autocast."
         ),
         (
-            "- Useful tokens: sum of the attention masks (real prompt + answer tokens, no padding) of the batches "
-            "trained, counted the same way in both arms. *Timed*: the steps after the warm-up (the two arms' "
-            "windows hold different rows, since their orders differ). *Whole pass*: every step, warm-up "
-            "included; both arms train exactly the same rows, so the same useful tokens, and only the time "
-            "differs. Padding share: padded positions / all positions over the pass. Peak RSS: `ru_maxrss` of "
-            "the arm's own fresh process (model load included)."
+            "- Useful tokens: real prompt + answer tokens (no padding) of the batches trained, counted the same "
+            "way in both arms. *Timed*: the steps after the warm-up (the two arms' windows hold different rows, "
+            "since their orders differ). *Whole pass*: every step, warm-up included; both arms train exactly the "
+            "same rows, so the same useful tokens, and only the time differs. Tokens per CPU-second: useful "
+            "tokens of the timed steps / CPU time (user + system, all threads) of the arm's process over them, "
+            "less swayed by the other jobs on the machine than wall time. Padding share: padded positions / all "
+            "positions over the pass. Peak RSS: `ru_maxrss` of the arm's own fresh process (model load "
+            "included); RSS at start: the process's resident memory right before the first step."
         ),
         "",
         "## Summary",
         "",
         (
-            "| repeat | load avg before | homegrown tokens/s (timed / whole pass) | baseline tokens/s (timed / whole pass) "
-            "| ratio timed | ratio whole pass |"
+            "| repeat | order | load avg before | homegrown tokens/s (timed / whole pass) | baseline tokens/s "
+            "(timed / whole pass) | ratio timed | ratio whole pass | ratio per CPU-second | baseline_fp32 "
+            "tokens/s (timed / whole pass) | ratio to fp32 (timed / whole pass) | peak RSS MiB homegrown / "
+            "baseline / baseline_fp32 |"
         ),
-        "|---:|---|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for i, (r, a, b) in enumerate(zip(repeats, timed, whole), start=1):
-        h, base = r["homegrown"], r["baseline"]
+    for i, (r, a, b, fa, fb) in enumerate(zip(repeats, timed, whole, fp32_timed, fp32_whole), start=1):
+        h, base, f32 = r["homegrown"], r["baseline"], r["baseline_fp32"]
+        per_cpu = (
+            f"{h['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}×"
+            if h.get("tokens_per_cpu_s") and base.get("tokens_per_cpu_s")
+            else "n/a"
+        )
         lines.append(
-            f"| {i} | {r['load_average'][0]:.1f} | {h['tokens_per_s']:,.0f} / {h['tokens_per_s_pass']:,.0f} "
-            f"| {base['tokens_per_s']:,.0f} / {base['tokens_per_s_pass']:,.0f} | **{a:.2f}×** | **{b:.2f}×** |"
+            f"| {i} | {' then '.join(r['order'])} | {r['load_average'][0]:.1f} "
+            f"| {h['tokens_per_s']:,.0f} / {h['tokens_per_s_pass']:,.0f} "
+            f"| {base['tokens_per_s']:,.0f} / {base['tokens_per_s_pass']:,.0f} | **{a:.2f}×** | **{b:.2f}×** "
+            f"| {per_cpu} | {f32['tokens_per_s']:,.0f} / {f32['tokens_per_s_pass']:,.0f} | {fa:.2f}× / {fb:.2f}× "
+            f"| {h['peak_rss_mib']:,.0f} / {base['peak_rss_mib']:,.0f} / {f32['peak_rss_mib']:,.0f} |"
         )
     met = min(timed + whole) >= TARGET_RATIO
     lines += [
@@ -548,20 +651,22 @@ def render(
             f"every figure meets the {TARGET_RATIO}× target."
             if met
             else f"at least one figure is below the {TARGET_RATIO}× target."
-        ),
+        )
+        + f" Peak memory: the baseline's process peaks at {_range(memory)} homegrown's. Against the float32 "
+        f"loop: {_range(fp32_timed)} timed, {_range(fp32_whole)} over the whole pass.",
     ]
     if split_padding:
         lines += [
             "",
             (
-                f"Padding share over one epoch of the whole training split ({setup['split_rows']} rows, batch "
-                f"{setup['batch_size']}, the Trainer's own length-grouping function, no training): "
-                f"length-grouped {100 * split_padding['group_by_length']:.1f}%, random "
-                f"{100 * split_padding['random']:.1f}%. The sampler sorts rows within megabatches of about a "
-                "quarter of the dataset (at most 50 batches), so on the small sample above it groups less well "
-                "than in a real run over the whole split."
+                f"Padding share of random padded batches over one epoch of the whole training split "
+                f"({setup['split_rows']} rows, batch {setup['batch_size']}, no training): "
+                f"{100 * split_padding['random']:.1f}% (length-grouped batches: "
+                f"{100 * split_padding['group_by_length']:.1f}%; padding-free: none)."
             ),
         ]
+    if profile:
+        lines += ["", "## Where a step goes", "", profile.strip()]
     for i, r in enumerate(repeats, start=1):
         lines += [
             "",
@@ -569,18 +674,22 @@ def render(
             "",
             (
                 "| arm | precision | batching | s/step (timed) | useful tokens (timed) | tokens/s (timed) "
-                "| whole pass s | tokens/s (whole pass) | padding share | peak RSS MiB | seconds of each step after the first |"
+                "| tokens per CPU-s | whole pass s | tokens/s (whole pass) | padding share | RSS at start MiB "
+                "| peak RSS MiB | seconds of each step after the first |"
             ),
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
             _row(r["homegrown"]),
             _row(r["baseline"]),
+            _row(r["baseline_fp32"]),
             "",
             (
                 f"Useful tokens in the pass: homegrown {r['homegrown']['useful_tokens_pass']:,}, baseline "
                 f"{r['baseline']['useful_tokens_pass']:,} (the same rows, tokenised by trl and by the baseline); "
                 f"loss-bearing (answer) tokens {r['homegrown']['collated']['loss_tokens']:,} / "
-                f"{r['baseline']['collated']['loss_tokens']:,}; load average before the repeat: "
-                f"{', '.join(f'{x:.2f}' for x in r['load_average'])}."
+                f"{r['baseline']['collated']['loss_tokens']:,}; training loss over the pass (first step → last) "
+                f"homegrown {r['homegrown']['first_loss']:.3f} → {r['homegrown']['last_loss']:.3f}, baseline "
+                f"{r['baseline']['first_loss']:.3f} → {r['baseline']['last_loss']:.3f}; load average before "
+                f"the repeat: {', '.join(f'{x:.2f}' for x in r['load_average'])}."
             ),
         ]
     return "\n".join(lines) + "\n"
@@ -611,6 +720,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=2, help="times both arms run back to back (default 2)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max-length", type=int, default=1024, help="rows cut at this many tokens (default 1024)")
+    parser.add_argument(
+        "--profile", action="store_true", help="after the timed repeats, one pass of each arm under torch.profiler"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the usable cores)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess (default 1800)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results page (default {DEFAULT_OUT})")
@@ -623,7 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        result = _worker(args.worker, json.loads(args.spec.read_text()))
+        spec = json.loads(args.spec.read_text())
+        result = (_profiled_worker if spec.get("profile") else _worker)(args.worker, spec)
         args.result.write_text(json.dumps(result, indent=2))
         return 0
 
@@ -658,12 +772,14 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "accumulation": args.accumulation,
         "seed": args.seed,
+        "max_length": args.max_length,
         "threads": args.threads or cpu_threads(),
     }
     repeats: list[dict[str, Any]] = []
     for repeat in range(1, args.repeats + 1):
-        results: dict[str, Any] = {"load_average": [round(x, 2) for x in os.getloadavg()]}
-        for arm in ARMS:
+        order = ARMS if repeat % 2 else tuple(reversed(ARMS))
+        results: dict[str, Any] = {"load_average": [round(x, 2) for x in os.getloadavg()], "order": order}
+        for arm in order:
             results[arm] = run_arm(arm, {**setup, "repeat": repeat}, args.timeout)
             r = results[arm]
             print(
@@ -672,14 +788,21 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         repeats.append(results)
+    profiled = (
+        {arm: run_arm(arm, {**setup, "repeat": "profile", "profile": True}, args.timeout) for arm in ARMS}
+        if args.profile
+        else {}
+    )
 
     split_padding = split_padding_of(setup["base"], train_jsonl, args.batch_size, args.seed)
-    page = render(info, setup, repeats, split_padding)
+    page = render(info, setup, repeats, split_padding, render_profile(profiled) if profiled else None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page, encoding="utf-8")
     (work / "results.json").write_text(
         json.dumps(
-            {"machine": info, "setup": setup, "repeats": repeats, "split_padding": split_padding}, indent=2
+            {"machine": info, "setup": setup, "repeats": repeats, "split_padding": split_padding,
+             "profiled": profiled},
+            indent=2,
         ),
         encoding="utf-8",
     )

@@ -300,7 +300,6 @@ def test_read_split_names_the_bad_line(tmp_path):
         {"per_device_batch_size": 0},
         {"gradient_accumulation": 0},
         {"batching": "sorted"},
-        {"batching": "padding_free", "per_device_batch_size": 1},
         {"bf16": "yes"},
         {"device": "tpu"},
         {"eval_steps": 0},
@@ -378,7 +377,7 @@ def test_labels_mask_the_prompt(tmp_path, tiny_base, splits):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base.path)
     rows = read_split(splits[0])
-    trainer = build_trainer(tiny_config(), tiny_base, rows, [], tmp_path / "ckpt")
+    trainer = build_trainer(tiny_config(batching="padded"), tiny_base, rows, [], tmp_path / "ckpt")
     dataset = trainer.train_dataset
     for row, example in zip(rows, dataset, strict=True):
         labels, ids = example["labels"], example["input_ids"]
@@ -389,6 +388,62 @@ def test_labels_mask_the_prompt(tmp_path, tiny_base, splits):
         assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n")
     batch = trainer.data_collator([dataset[0], dataset[1]])
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def _answer_losses(model, examples) -> tuple[float, int]:
+    """Summed answer-token cross-entropy of each row run alone through ``model``, and the answer tokens."""
+    total, count = 0.0, 0
+    for example in examples:
+        ids, labels = torch.tensor([example["input_ids"]]), torch.tensor([example["labels"]])
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(model(input_ids=ids, labels=labels).loss) * n
+        count += n
+    return total, count
+
+
+def test_a_padding_free_batch_has_the_loss_of_its_rows_alone(tmp_path, tiny_base, splits):
+    from homegrown.training.sft import answer_loss
+
+    trainer = build_trainer(tiny_config(), tiny_base, read_split(splits[0]), [], tmp_path / "ckpt")
+    model = trainer.model.eval()  # no LoRA dropout
+    by_length = {len(e["input_ids"]): e for e in trainer.train_dataset}
+    examples = list(by_length.values())[:3]  # rows of different lengths; row 4, a tool call, is the longest
+    assert len(examples) == 3 and max(by_length) == len(trainer.train_dataset[4]["input_ids"])
+    examples[-1] = trainer.train_dataset[4]
+    batch = trainer.data_collator(examples)
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one sequence, no padding
+    assert batch["position_ids"][0].tolist() == [i for e in examples for i in range(len(e["input_ids"]))]
+
+    total, count = _answer_losses(model, examples)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        assert float(answer_loss(model, batch)) == pytest.approx(total / count, rel=1e-5)
+        alone = torch.cat([model(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in examples])
+        assert torch.allclose(model(**inputs).logits[0], alone, atol=1e-5)
+        # The planted violation: the same tokens as one causal sequence, rows attending to the rows before
+        # them, give other logits, so the equality above does depend on the per-row attention.
+        crossed = model(input_ids=batch["input_ids"]).logits[0]
+    assert (crossed - alone).abs().max() > 0.1
+
+
+def test_the_answer_loss_equals_the_models_own_loss_on_a_padded_batch(tmp_path, tiny_base, splits):
+    from homegrown.training.sft import answer_loss
+
+    trainer = build_trainer(tiny_config(batching="padded"), tiny_base, read_split(splits[0]), [], tmp_path / "c")
+    model = trainer.model.eval()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in (0, 4, 1)])
+    assert (batch["attention_mask"] == 0).any()  # padded
+    with torch.no_grad():
+        assert float(answer_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-5)
+
+
+@pytest.mark.skipif(not TrainConfig(device="cpu").resolved_bf16(), reason="needs a CPU with native bf16")
+def test_bf16_holds_the_base_in_bf16_and_the_adapter_in_float32(tmp_path, tiny_base, splits):
+    trainer = build_trainer(tiny_config(bf16=True), tiny_base, read_split(splits[0]), [], tmp_path / "ckpt")
+    params = dict(trainer.model.named_parameters())
+    assert {p.dtype for n, p in params.items() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for n, p in params.items() if "base_layer" in n} == {torch.bfloat16}
+    assert trainer.args.bf16 and trainer.args.optim == "adamw_torch_fused"
 
 
 def test_training_lowers_loss_and_changes_lora_weights(tmp_path, tiny_base, splits):
@@ -461,7 +516,7 @@ def test_a_time_budget_stops_the_run_and_keeps_an_evaluated_checkpoint(tmp_path,
     assert result.metrics["eval_loss"] is not None and result.metrics["best_step"] == 1
 
 
-@pytest.mark.parametrize("batching", ["padding_free", "packing", "padded"])
+@pytest.mark.parametrize("batching", ["group_by_length", "packing", "padded"])
 def test_other_batching_modes_train(tmp_path, tiny_base, splits, batching):
     result = train(
         tiny_config(max_steps=2, batching=batching), *splits, base=tiny_base, output_dir=tmp_path / "run"

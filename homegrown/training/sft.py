@@ -6,6 +6,14 @@ becomes trl's conversational prompt–completion pair (prompt = every message bu
 assistant answer), so the loss covers the answer tokens only: SmolLM2's chat template has no
 ``{% generation %}`` markers for trl's assistant-only mask.
 
+How a step is made cheap on a CPU (``bench/results/train_cpu.md`` measures it against a plain padded peft loop):
+the rows of a batch are concatenated into one padding-free sequence whose ``position_ids`` restart at every
+row, and attention runs row by row (:func:`_register_row_attention`), so no compute goes to padding or to
+attention across rows; the frozen base is held in bf16 where the CPU computes in bf16 natively (the LoRA
+weights stay float32 under autocast); logits are computed only where the loss is (the answer tokens,
+:func:`answer_loss`), which also keeps the ``(tokens x vocabulary)`` logits out of memory; AdamW is the
+fused kernel; torch uses every core this process may run on (or ``OMP_NUM_THREADS``).
+
 Layout of ``output_dir``: ``checkpoints/checkpoint-<step>/`` (Trainer checkpoints, resumed from
 automatically), ``adapter/`` (the final LoRA adapter + tokenizer + ``homegrown_adapter.json``, never a copy
 of the base weights) and ``train_config.json``.
@@ -14,6 +22,7 @@ of the base weights) and ``train_config.json``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -29,7 +38,11 @@ from homegrown.training.recipe import Recipe, choose_recipe, count_parameters, d
 
 ADAPTER_INFO = "homegrown_adapter.json"
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-BATCHING = ("group_by_length", "padding_free", "packing", "padded")
+BATCHING = ("padding_free", "group_by_length", "packing", "padded")
+# Attention implementation registered with transformers by _register_row_attention(): SDPA one row at a time
+# inside a padding-free batch.
+ROW_ATTENTION = "homegrown_row_sdpa"
+IGNORE_INDEX = -100
 # Fields the recipe (homegrown/training/recipe.py) chooses when they are left at None.
 AUTO_FIELDS = ("lora_r", "lora_alpha", "target_modules", "learning_rate", "num_epochs", "max_seq_length",
                "per_device_batch_size", "gradient_accumulation", "eval_steps", "early_stopping_patience")
@@ -71,16 +84,18 @@ class TrainConfig:
     # Effective batch = per_device_batch_size x gradient_accumulation x processes; larger is smoother, fewer steps.
     gradient_accumulation: int | None = None
     seed: int = 42
-    # How batches avoid computing on padding. "group_by_length" (default): rows of similar length share a
-    # batch with the ordinary attention mask. On 2 CPU cores it was as fast as trl's padding-free mode with
-    # bf16 and faster in float32; SDPA without flash attention runs a padding-free/packed batch as one long
-    # sequence with a block-diagonal mask, whose attention cost grows with the square of the whole batch's
-    # length, so long rows favour grouping. "padding_free" / "packing" (trl, best-fit decreasing) are the
-    # better choice on a GPU with flash attention ("padding_free" does not truncate to max_seq_length).
-    # "padded": plain random batches.
-    batching: str = "group_by_length"
-    # "auto": bf16 autocast where the hardware runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX),
-    # float32 otherwise. True forces it (ValueError where unsupported), False is float32 throughout.
+    # How batches avoid computing on padding. "padding_free" (default): rows in random order, each batch's
+    # rows concatenated into one sequence with position_ids restarting per row and attention computed row by
+    # row, so nothing is spent on padding or on attention across rows (on 2 CPU cores the fastest mode, see
+    # bench/results/train_cpu.md). "group_by_length": rows of similar length share a padded batch (a little
+    # padding, a less random order). "packing": trl's best-fit-decreasing packing of rows into sequences of
+    # max_seq_length (fewer, fuller steps; changes how many rows a step holds). "padded": plain random
+    # batches padded to their longest row.
+    batching: str = "padding_free"
+    # "auto": bf16 where the hardware runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), float32
+    # otherwise: the frozen base weights are held in bf16 and the step runs under bf16 autocast, while the LoRA
+    # weights and their optimiser state stay float32. True forces it (ValueError where unsupported), False is
+    # float32 throughout.
     bf16: bool | str = "auto"
     # CUDA only: 4-bit NF4 base (bitsandbytes) + paged 8-bit AdamW; a quarter of the memory, slightly worse.
     qlora: bool = False
@@ -130,7 +145,7 @@ class TrainConfig:
         return self.device != "cpu" and torch.cuda.is_available()
 
     def resolved_bf16(self) -> bool:
-        """Whether training runs under bf16 autocast on this machine."""
+        """Whether training runs in bf16 (bf16 base weights, bf16 autocast) on this machine."""
         import torch
 
         if self.bf16 is False:
@@ -138,7 +153,9 @@ class TrainConfig:
         if self.uses_cuda():
             supported = torch.cuda.is_bf16_supported()
         else:
-            supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            # Not torch.ops.mkldnn._is_mkldnn_bf16_supported(): it is true on any AVX-512 CPU, where oneDNN
+            # emulates bf16 and a bf16 matmul ran 4x slower than float32 (an Ice Lake Xeon, 2 cores).
+            supported = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         if self.bf16 is True and not supported:
             where = "this GPU" if self.uses_cuda() else "this CPU (needs AVX512-BF16 or AMX)"
             raise ValueError(f"bf16=True but {where} does not support bf16; use bf16='auto' or False")
@@ -193,8 +210,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
-        if self.batching == "padding_free" and self.per_device_batch_size < 2:
-            raise ValueError("batching='padding_free' needs per_device_batch_size >= 2 to save anything")
         if self.bf16 not in (True, False, "auto"):
             raise ValueError(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -389,11 +404,50 @@ def _tokens_at(checkpoint: str) -> int:
     return int(json.loads(state.read_text()).get("num_input_tokens_seen", 0)) if state.is_file() else 0
 
 
+def _register_row_attention() -> None:
+    """Register :data:`ROW_ATTENTION` with transformers (idempotent).
+
+    A padding-free batch is one sequence holding several rows. transformers' own SDPA path masks it with a
+    block-diagonal mask, which is correct but computes attention over the whole batch length (the square of
+    the sum of the rows' lengths) and repeats the key/value heads. This implementation runs SDPA causally on
+    each row's slice instead (the boundaries come from the collator's ``cu_seq_lens_q``), so attention costs
+    the sum of the squares of the rows' lengths, as in an ordinary padded batch without the padding. Batches
+    without boundaries (padded ones, generation) go to the standard SDPA function with their mask.
+    """
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    def row_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, **kwargs):
+        if cu_seq_lens_q is None or query.shape[0] != 1:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        kwargs.pop("is_causal", None)
+        bounds = cu_seq_lens_q.tolist()
+        rows = [
+            sdpa_attention_forward(
+                module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, is_causal=True, **kwargs
+            )[0]
+            for a, b in itertools.pairwise(bounds)
+            if b > a
+        ]
+        return torch.cat(rows, dim=1), None
+
+    AttentionInterface.register(ROW_ATTENTION, row_sdpa)
+    AttentionMaskInterface.register(ROW_ATTENTION, sdpa_mask)
+
+
 def _load_model(cfg: TrainConfig, base: BaseModel, use_bf16: bool):
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": torch.float32, "attn_implementation": "sdpa"}
+    _register_row_attention()
+    # The frozen base in bf16 when the step computes in bf16 anyway: half the memory, and autocast no longer
+    # casts every weight at every step. peft keeps the LoRA weights it adds in float32.
+    kwargs: dict[str, Any] = {
+        "dtype": torch.bfloat16 if use_bf16 else torch.float32,
+        "attn_implementation": ROW_ATTENTION if cfg.batching in ("padding_free", "packing") else "sdpa",
+    }
     if cfg.qlora:
         from transformers import BitsAndBytesConfig
 
@@ -412,6 +466,52 @@ def _load_model(cfg: TrainConfig, base: BaseModel, use_bf16: bool):
     return model
 
 
+def answer_loss(model, inputs: dict[str, Any], num_items_in_batch: Any = None):
+    """Mean cross-entropy over the answer tokens of a batch, computing logits at those positions only.
+
+    ``inputs`` is a collated batch with ``labels`` (``IGNORE_INDEX`` on prompt, padding and row starts). The
+    model's ``logits_to_keep`` boolean mask makes the LM head project only the positions whose next token
+    is an answer token, so the ``(positions x vocabulary)`` logits of the prompt are never built; the loss
+    is then the one transformers computes from the full logits. Divided by ``num_items_in_batch`` (the answer
+    tokens of every micro-batch of the optimiser step) when given, as the Trainer's gradient accumulation
+    expects, else by this batch's answer tokens.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    targets = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = targets != IGNORE_INDEX
+    model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**model_inputs, logits_to_keep=keep, use_cache=False).logits  # (answer tokens, vocabulary)
+    loss = F.cross_entropy(logits.float(), targets[keep[:, :-1]], reduction="sum")
+    count = keep.sum() if num_items_in_batch is None else num_items_in_batch
+    return loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
+
+
+def _trainer_class():
+    """trl's ``SFTTrainer`` with :func:`answer_loss` as its loss.
+
+    trl's own loss scores every position on a CPU (its compact path needs Triton) and computes the entropy
+    and top-1 accuracy of every position at every step for its logs; this one builds the answer positions'
+    logits only and keeps nothing per step but the loss.
+    """
+    from trl import SFTTrainer
+
+    class AnswerLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs:
+                raise ValueError("homegrown's trainer computes the loss only (prediction_loss_only)")
+            loss = answer_loss(model, inputs, num_items_in_batch)
+            # As trl and Trainer do: num_items_in_batch counts every rank's tokens and DDP averages gradients.
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return loss
+
+    return AnswerLossSFTTrainer
+
+
 def build_trainer(
     cfg: TrainConfig,
     base: BaseModel,
@@ -420,7 +520,8 @@ def build_trainer(
     checkpoint_dir: Path,
     callbacks: list[Any] | tuple[Any, ...] = (),
 ):
-    """The trl ``SFTTrainer`` for a run: base model + LoRA config + tokenised prompt–completion datasets.
+    """The trainer for a run (trl's ``SFTTrainer`` with :func:`answer_loss`): base model + LoRA config +
+    tokenised prompt–completion datasets + the batching of ``cfg.batching``.
 
     ``train`` is the normal way in; this is public so that tests and notebooks can inspect the prepared
     datasets (labels) and parameters before training. Fields left to the recipe are chosen here too.
@@ -431,11 +532,15 @@ def build_trainer(
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     set_seed(cfg.seed)
     use_bf16 = cfg.resolved_bf16()
     use_cpu = not cfg.uses_cuda()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if use_cpu:
+        _use_every_core(world_size)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     model = _load_model(cfg, base, use_bf16)
 
@@ -451,6 +556,7 @@ def build_trainer(
         task_type="CAUSAL_LM",
     )
     has_eval = bool(eval_rows)
+    flattened = cfg.batching in ("padding_free", "packing")
     strategy = "steps" if cfg.eval_steps else "epoch"
     early_stopping = has_eval and bool(cfg.early_stopping_patience)
     args = SFTConfig(
@@ -466,17 +572,19 @@ def build_trainer(
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
-        # trl enforces max_length in padding-free mode only together with packing; rows are not truncated there.
-        max_length=None if cfg.batching == "padding_free" else cfg.max_seq_length,
+        max_length=cfg.max_seq_length,
         packing=cfg.batching == "packing",
-        padding_free=cfg.batching == "padding_free",
+        # "padding_free" uses trl's padding-free collator, passed below: trl's own switch refuses max_length.
+        padding_free=False,
         train_sampling_strategy="group_by_length" if cfg.batching == "group_by_length" else "random",
         completion_only_loss=True,
+        prediction_loss_only=True,
         bf16=use_bf16,
         use_cpu=use_cpu,
         # transformers 5 name of gradient checkpointing (the old name is a deprecated alias)
         activation_checkpointing=cfg.gradient_checkpointing,
-        optim="paged_adamw_8bit" if cfg.qlora else "adamw_torch",
+        # One fused kernel over every LoRA tensor instead of a loop of small ops per tensor (CPU and CUDA).
+        optim="paged_adamw_8bit" if cfg.qlora else "adamw_torch_fused",
         eval_strategy=strategy if has_eval else "no",
         eval_steps=cfg.eval_steps,
         save_strategy=strategy,
@@ -487,11 +595,13 @@ def build_trainer(
         greater_is_better=False if early_stopping else None,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
-        include_num_input_tokens_seen="non_padding",
+        # A padding-free or packed batch holds no padding, and its end-of-turn tokens equal the pad token, which
+        # "non_padding" would leave out: every position counts there.
+        include_num_input_tokens_seen="all" if flattened else "non_padding",
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        ddp_backend="gloo" if use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if use_cpu and world_size > 1 else None,
         ddp_find_unused_parameters=False,
     )
     callbacks = list(callbacks)
@@ -500,9 +610,16 @@ def build_trainer(
     if cfg.time_budget_s is not None:
         callbacks.append(_time_budget_callback(cfg.time_budget_s))
 
-    trainer = SFTTrainer(
+    collator = None
+    if cfg.batching == "padding_free":
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # One sequence per batch; labels are IGNORE_INDEX at each row start, and cu_seq_lens_q gives the row
+        # boundaries to _register_row_attention's attention.
+        collator = DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=True)
+    trainer = _trainer_class()(
         model=model,
         args=args,
+        data_collator=collator,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if has_eval else None,
         processing_class=tokenizer,
@@ -512,6 +629,23 @@ def build_trainer(
     # disable_tqdm swaps the progress bar for a callback that prints every log dict; progress() replaces it.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _use_every_core(world_size: int) -> None:
+    """Give torch every core this process may run on (split between the ranks of a multi-process run).
+
+    torch's default is the machine's physical core count, which over-subscribes a container or a
+    ``taskset`` limited to fewer cores and leaves hyper-threads or extra affinity unused elsewhere. An
+    explicit ``OMP_NUM_THREADS`` wins: on a machine whose cores are busy with other work, fewer threads are
+    faster (torch's threads wait for each other at every operator, and a descheduled one stalls them all).
+    """
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // max(1, world_size)))
 
 
 def train(
