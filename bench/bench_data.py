@@ -14,7 +14,9 @@ peak memory is per size:
   less (no validation, quarantine, feedback merge, scoring, anonymisation or near-duplicate search), so
   the ratio column is the cost of doing the real work, not an overhead to be optimised away.
 
-Run ``.venv/bin/python bench/bench_data.py [--sizes 10000 100000] [--out bench/results/data.md]``.
+Run ``.venv/bin/python bench/bench_data.py [--sizes 10000 100000 1000000] [--out bench/results/data.md]`` (the
+default is all three sizes). The report ends each size's stage table with the plain baseline measured in the
+same run, and adds a paper estimate for 100M lines from the per-stage scaling between the two largest sizes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -44,7 +47,8 @@ import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = PROJECT_ROOT / "bench" / "results" / "data.md"
-DEFAULT_SIZES = (10_000, 100_000)
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+PAPER_SIZE = 100_000_000  # the size of the paper estimate, from the scaling measured between the two largest sizes
 
 # Extra dirt added to each day so the mix is about 10% duplicates and 1% malformed lines: the demo alone
 # has ~4% exact/near duplicates, ~2% superseded rows and ~0.1% malformed lines.
@@ -53,7 +57,7 @@ MALFORMED_SHARE = 0.015  # of a day's chat lines
 # A demo day at scale 1.0 is about this many input lines, dirt included (10.0 is the demo's largest scale).
 LINES_PER_SCALE = 934
 MAX_DEMO_SCALE = 10.0
-SAMPLE_INTERVAL_S = 0.02
+SAMPLE_INTERVAL_S = 0.05
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,7 +169,7 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.perf_counter(), self._process.memory_info().rss))
+            self.samples.append((time.perf_counter(), _tree_rss(self._process)))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Self:
@@ -176,11 +180,14 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
 
+    def overall_peak_mb(self) -> float:
+        return max((rss for _, rss in self.samples), default=0) / 2**20
+
     def peak_mb(self, start: float, end: float) -> float:
         """Largest sample in [start, end] (or the one just after ``start`` for a window shorter than a tick)."""
         inside = [rss for t, rss in self.samples if start <= t <= end]
         if not inside:
-            inside = [rss for t, rss in self.samples if t >= start][:1] or [self._process.memory_info().rss]
+            inside = [rss for t, rss in self.samples if t >= start][:1] or [_tree_rss(self._process)]
         return max(inside) / 2**20
 
 
@@ -201,6 +208,21 @@ class Timer:
 
 def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    """Resident bytes of ``process`` and its worker processes together: its own resident set, plus what
+    each forked worker holds of its own (USS; the pages it still shares with the parent are already
+    counted in the parent's)."""
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        try:
+            total += child.memory_full_info().uss
+        except psutil.AccessDenied:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def _max_rss_mb() -> float:
@@ -287,7 +309,7 @@ def run_pipeline(input_dir: Path, work_dir: Path, input_lines: int) -> RunResult
 
     result.seconds = time.perf_counter() - started
     result.stages = timer.stages
-    result.peak_rss_mb = _max_rss_mb()
+    result.peak_rss_mb = max(_max_rss_mb(), sampler.overall_peak_mb())
     result.counts = {
         "interactions": ingested.interactions,
         "superseded": ingested.superseded,
@@ -387,7 +409,7 @@ def run_baseline(input_dir: Path, work_dir: Path, input_lines: int) -> RunResult
                 part[["question", "answer"]].to_json(out / f"{split}.jsonl", orient="records", lines=True)
     result.seconds = time.perf_counter() - started
     result.stages = timer.stages
-    result.peak_rss_mb = _max_rss_mb()
+    result.peak_rss_mb = max(_max_rss_mb(), sampler.overall_peak_mb())
     result.counts = {"rows_out": len(frame), **frame["split"].value_counts().to_dict()}
     return result
 
@@ -477,7 +499,14 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "pandas": pd.__version__,
+        "workers": _workers(),
     }
+
+
+def _workers() -> int:
+    from homegrown.data.parallel import workers
+
+    return workers()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -486,6 +515,72 @@ def machine_info() -> dict[str, Any]:
 
 def _fmt_rate(rate: float) -> str:
     return f"{rate:,.0f}" if rate != float("inf") else "—"
+
+
+def paper_estimate(runs: list[dict[str, Any]], size: int = PAPER_SIZE) -> list[str]:
+    """Markdown lines estimating each stage at ``size`` input lines from the two largest sizes measured.
+
+    Per stage, the exponent ``k`` of ``seconds ~ rows^k`` between the two sizes, and the time at ``size``
+    both linearly (``k = 1``) and at the measured ``k`` (a ``k`` under 1 is start-up cost, so the
+    estimate takes at least 1). Rows at ``size`` scale with the input lines. A paper estimate: nothing
+    was run at that size.
+    """
+    if len(runs) < 2:
+        return []
+    small, large = sorted(runs, key=lambda r: r["pipeline"].input_lines)[-2:]
+    p1, p2 = small["pipeline"], large["pipeline"]
+    factor = size / p2.input_lines
+    first = {stage.name: stage for stage in p1.stages}
+    lines = [
+        "",
+        f"## Paper estimate for {size:,} input lines",
+        "",
+        (
+            f"From the scaling measured between {p1.input_lines:,} and {p2.input_lines:,} lines: per stage the"
+            " exponent k of seconds ~ rows^k, and the seconds at the estimate's size with k = 1 and with the"
+            " measured k (at least 1). Nothing was run at that size."
+        ),
+        "",
+        (
+            f"| stage | rows at {p2.input_lines:,} | s at {p2.input_lines:,} | k measured | s at {size:,} (k = 1) "
+            f"| s at {size:,} (measured k) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    total_linear = total_measured = 0.0
+    for stage in p2.stages:
+        before = first.get(stage.name)
+        if stage.name == "curate (total)" or before is None:
+            continue
+        if before.seconds > 0 and stage.seconds > 0 and stage.rows > before.rows > 0:
+            k = math.log(stage.seconds / before.seconds) / math.log(stage.rows / before.rows)
+        else:
+            k = 1.0
+        linear = stage.seconds * factor
+        measured = stage.seconds * factor ** max(k, 1.0)
+        total_linear += linear
+        total_measured += measured
+        lines.append(
+            f"| {stage.name} | {stage.rows:,} | {stage.seconds:,.2f} | {k:.2f} | {linear:,.0f} | {measured:,.0f} |"
+        )
+    per_line = (p2.peak_rss_mb - p1.peak_rss_mb) / (p2.input_lines - p1.input_lines)
+    lines += [
+        (
+            f"| **end-to-end** | {p2.input_lines:,} lines | **{p2.seconds:,.1f}** | "
+            f"{math.log(p2.seconds / p1.seconds) / math.log(p2.input_lines / p1.input_lines):.2f} "
+            f"| **{total_linear:,.0f}** ({total_linear / 3600:,.1f} h) | **{total_measured:,.0f}** "
+            f"({total_measured / 3600:,.1f} h) |"
+        ),
+        "",
+        (
+            f"Memory grew by {per_line * 1000:,.2f} MiB per 1,000 input lines between the two sizes; one process"
+            f" holding {size:,} lines would need about {(p2.peak_rss_mb + per_line * (size - p2.input_lines)) / 1024:,.0f}"
+            " GiB, because every stage still holds its whole table. At that size the tables must be streamed in"
+            " chunks, or the input cut into partitions (per file or day) that are curated apart, with the"
+            " de-duplication and leakage joins run across partitions on their compact keys."
+        ),
+    ]
+    return lines
 
 
 def render(machine: dict[str, Any], runs: list[dict[str, Any]], failures: list[str]) -> str:
@@ -499,7 +594,10 @@ def render(machine: dict[str, Any], runs: list[dict[str, Any]], failures: list[s
             f"(shared with other jobs while measured)"
         ),
         f"- Date: {machine['date']}; load average at start (1/5/15 min): {load}",
-        f"- Python {machine['python']}, pandas {machine['pandas']}",
+        (
+            f"- Python {machine['python']}, pandas {machine['pandas']}; worker processes for the per-row stages:"
+            f" {machine['workers']} (`HOMEGROWN_WORKERS`)"
+        ),
         (
             "- Input: demo business logs (FAQ, tool calls, page-builder JSON; PII in user messages; feedback events;"
             " superseded rows; an opted-out org), plus ~6% re-logged exact duplicates and ~1% malformed lines."
@@ -512,8 +610,9 @@ def render(machine: dict[str, Any], runs: list[dict[str, Any]], failures: list[s
             " leakage check), so the ratio is the cost of doing the real work."
         ),
         (
-            "- Peak memory: resident set size of the fresh subprocess that ran it (`ru_maxrss`); per stage, the"
-            f" largest RSS sampled every {SAMPLE_INTERVAL_S * 1000:.0f} ms while the stage ran (data of earlier"
+            "- Peak memory: resident set size of the fresh subprocess that ran it plus the unique set size (USS) of"
+            f" its forked worker processes, sampled every {SAMPLE_INTERVAL_S * 1000:.0f} ms (and never below the"
+            " subprocess's own `ru_maxrss`). Per stage, the largest sample while the stage ran (data of earlier"
             " stages still held is included)."
         ),
         "",
@@ -541,6 +640,7 @@ def render(machine: dict[str, Any], runs: list[dict[str, Any]], failures: list[s
         )
     for failure in failures:
         lines.append(f"\n{failure}")
+    lines += paper_estimate(runs)
     for run in runs:
         p, b = run["pipeline"], run["baseline"]
         lines += [

@@ -114,15 +114,18 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import faker.providers.person
+import numpy as np
 import pandas as pd
 import phonenumbers
 from pyap.source_US import data as _pyap_us
 from stdnum import iban as _iban
 from stdnum import luhn as _luhn
+
+from homegrown.data.parallel import map_chunks
 
 KINDS = ("EMAIL", "PHONE", "PERSON_NAME", "ADDRESS", "CARD_NUMBER", "ACCOUNT_NUMBER", "ID", "IP_ADDRESS")
 # When two findings overlap, the kind listed first wins (an e-mail address contains an id-like token,
@@ -730,16 +733,30 @@ class Anonymiser:
                      else []).append(content)
         counts: dict[str, set[Any]] = {}
         written: dict[str, str] = {}
-        for conversation, (user, assistant) in said.items():
-            customer = {self.key(s.kind, s.text) for text in dict.fromkeys(user) for s in self.find_pii(text)}
+        conversations = list(said.items())
+        volunteered = (v for chunk in map_chunks(self._volunteered, conversations) for v in chunk)
+        for (conversation, _), found in zip(conversations, volunteered):
+            for key, text in found:
+                counts.setdefault(key, set()).add(conversation)
+                written.setdefault(key, text)
+        return {key: written[key] for key, seen in sorted(counts.items()) if len(seen) >= min_conversations}
+
+    def _volunteered(self, conversations: list[tuple[Any, tuple[list[str], list[str]]]]) -> list[list[tuple[str, str]]]:
+        """Per conversation ``(user texts, assistant texts)``: the ``(key, text)`` of the public kinds the
+        assistant wrote that the customer had not, in order."""
+        cache: dict[str, list[PiiSpan]] = {}
+        out = []
+        for _, (user, assistant) in conversations:
+            customer = {self.key(s.kind, s.text) for text in dict.fromkeys(user) for s in self._find_cached(text, cache)}
+            found = []
             for text in dict.fromkeys(assistant):
-                for span in self.find_pii(text):
+                for span in self._find_cached(text, cache):
                     if span.kind in PUBLIC_KINDS:
                         key = self.key(span.kind, span.text)
                         if key not in customer:
-                            counts.setdefault(key, set()).add(conversation)
-                            written.setdefault(key, span.text)
-        return {key: written[key] for key, seen in sorted(counts.items()) if len(seen) >= min_conversations}
+                            found.append((key, span.text))
+            out.append(found)
+        return out
 
     def _candidates(self, text: str) -> list[PiiSpan]:
         spans: list[PiiSpan] = []
@@ -1292,26 +1309,47 @@ class Anonymiser:
             )
         if group is not None and group not in df.columns:
             raise ValueError(f"group column {group!r} not in the frame")
-        groups = df[group].tolist() if group is not None else [None] * len(df)
+        values = df[column].tolist()
+        labels = df.index.tolist()
+        if group is None:
+            order, cuts = list(range(len(values))), None
+            groups = [None] * len(values)
+        else:
+            # Rows of a group go to one worker: ordered by the group's first row, cut only between groups.
+            groups = df[group].tolist()
+            first: dict[Any, int] = {}
+            ordinal = np.fromiter((first.setdefault(g, len(first)) for g in groups), dtype=np.int64, count=len(groups))
+            order = np.argsort(ordinal, kind="stable").tolist()
+            ranked = ordinal[order]
+            cuts = (np.flatnonzero(ranked[1:] != ranked[:-1]) + 1).tolist()
+        items = [(values[i], groups[i], labels[i]) for i in order]
+        done = map_chunks(partial(self._anonymise_rows, column=column, grouped=group is not None), items, cuts=cuts)
+        anonymised: list[Any] = [None] * len(values)
+        for position, value in zip(order, (v for chunk in done for v in chunk)):
+            anonymised[position] = values[position] if value is None else value
+        out = df.copy()
+        out[column] = pd.Series(anonymised, index=df.index, dtype=object)
+        return out
+
+    def _anonymise_rows(self, items: list[tuple[Any, Any, Any]], column: str, grouped: bool) -> list[Any]:
+        """Anonymised values of ``(value, group, row label)`` items, a group's rows in order, one
+        mapping per group (per row when not ``grouped``). A value that anonymisation left as it was
+        comes back as None (the caller keeps its own), so that it is not copied back from a worker."""
         mappings: dict[Any, dict[str, str]] = {}
-        rows = []
-        for value, key in zip(df[column].tolist(), groups):
-            rows.append((value, mappings.setdefault(key, {}) if group is not None else {}))
-        # Rows of one conversation repeat its earlier messages: each distinct text is searched once.
+        rows = [(value, mappings.setdefault(key, {}) if grouped else {}, label) for value, key, label in items]
+        # Rows of a conversation repeat its earlier messages: each distinct text is searched once.
         cache: dict[str, list[PiiSpan]] = {}
-        for position, (value, mapping) in enumerate(rows):
+        for value, mapping, label in rows:
             if isinstance(value, list) and all(isinstance(m, dict) for m in value):
                 self._learn(value, mapping, cache)
             elif isinstance(value, str):
                 self._learn_value(value, mapping, cache)
             else:
-                self._anonymise_cell(value, mapping, cache, df.index[position], column)  # checks the type
-        values = [
-            self._anonymise_cell(value, mapping, cache, df.index[position], column)
-            for position, (value, mapping) in enumerate(rows)
-        ]
-        out = df.copy()
-        out[column] = pd.Series(values, index=df.index, dtype=object)
+                self._anonymise_cell(value, mapping, cache, label, column)  # checks the type
+        out = []
+        for value, mapping, label in rows:
+            result = self._anonymise_cell(value, mapping, cache, label, column)
+            out.append(None if result == value else result)
         return out
 
     def _anonymise_cell(

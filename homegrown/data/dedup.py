@@ -14,8 +14,11 @@ Two examples are duplicates when both their *question* and their *answer* are ne
 
 Similarity is the Jaccard index of word shingles (``shingle`` consecutive words) of normalised text
 (Unicode NFKC, case-folded, punctuation removed). Exact duplicates (identical normalised question and
-answer) are collapsed first by hashing; only the remaining rows go through MinHash LSH (``datasketch``),
-whose candidates are then checked with the exact Jaccard index of the shingle sets.
+answer) are collapsed first by hashing. Near-duplicate candidates come from an exact join rather than a
+sample: prefix filtering (``ShingleSets.prefixes``) on the answer and on the last user message together,
+so every pair that can reach the threshold is a candidate, and each candidate is checked with the exact
+Jaccard indexes (``ExampleSets.similarity``). Requiring a shared token of the answer *and* of the question
+keeps the candidates few where one approved answer is given to thousands of differently worded questions.
 """
 
 from __future__ import annotations
@@ -26,19 +29,20 @@ import math
 import re
 import unicodedata
 import zlib
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from datasketch import MinHash, MinHashLSH
+
+from homegrown.data.parallel import map_chunks
 
 LAST_USER_WEIGHT = 0.75
-MINHASH_SEED = 1
-# (false positive, false negative) weights for choosing the LSH bands: a false positive only costs one exact
-# Jaccard check, a false negative leaves a duplicate in, so recall is favoured.
-LSH_WEIGHTS = (0.05, 0.95)
+# Rows whose shingle sets are kept as Python sets while candidates are verified (about 1 KiB a row and part).
+_SET_CACHE_ROWS = 200_000
 DUPLICATE_COLUMNS = ["duplicate_of", "jaccard", "question_similarity", "match"]
 REQUIRED_COLUMNS = ["example_id", "messages", "source_ids", "synthetic", "created_at", "score"]
 
@@ -67,11 +71,7 @@ def shingle_hashes(text: str, shingle: int = 3, seed: int = 0) -> np.ndarray:
 
 
 def _shingle_hashes(normalized: str, shingle: int, seed: int) -> np.ndarray:
-    words = normalized.split()
-    if len(words) <= shingle:
-        grams = [normalized] if words else []
-    else:
-        grams = [" ".join(words[i : i + shingle]) for i in range(len(words) - shingle + 1)]
+    grams = _grams(normalized, shingle)
     return np.unique(
         np.fromiter((zlib.crc32(g.encode(), seed) for g in grams), dtype=np.uint32, count=len(grams))
     )
@@ -132,70 +132,248 @@ def split_question_answer(messages: list[dict[str, Any]] | str) -> tuple[str, st
     return last_user, context, message_text(answer)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Many rows at once: shingle sets in flat arrays, and an exact join of the pairs that can be similar
+
+
 @dataclass(frozen=True)
-class _Features:
-    last_user: np.ndarray
-    context: np.ndarray
-    answer: np.ndarray
+class ShingleSets:
+    """The shingle sets of many texts in two flat arrays: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``,
+    sorted and unique (the hashes ``shingle_hashes`` gives). A million rows' sets fit in tens of MiB this
+    way, where a NumPy array (or a Python set) per row would take gigabytes."""
+
+    values: np.ndarray  # uint32
+    offsets: np.ndarray  # int64, one more than there are rows
 
     @classmethod
-    def of(cls, normalized: tuple[str, str, str], shingle: int) -> _Features:
-        last_user, context, answer = normalized
+    def of(cls, normalized: Sequence[str], shingle: int, seed: int) -> ShingleSets:
+        """The sets of texts already normalised with ``normalize_text``."""
+        hashes = array("I")
+        lengths = np.zeros(len(normalized), dtype=np.int64)
+        for i, text in enumerate(normalized):
+            grams = _grams(text, shingle)
+            lengths[i] = len(grams)
+            hashes.extend([zlib.crc32(g.encode(), seed) for g in grams])
+        flat = np.frombuffer(hashes, dtype=np.uint32) if len(hashes) else np.zeros(0, dtype=np.uint32)
+        rows = np.repeat(np.arange(len(normalized), dtype=np.uint64), lengths)
+        keyed = np.unique((rows << np.uint64(32)) | flat.astype(np.uint64))
+        counts = np.bincount((keyed >> np.uint64(32)).astype(np.int64), minlength=len(normalized))
+        offsets = np.zeros(len(normalized) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return cls((keyed & np.uint64(0xFFFFFFFF)).astype(np.uint32), offsets)
+
+    @classmethod
+    def concat(cls, parts: Sequence[ShingleSets]) -> ShingleSets:
+        """The rows of ``parts``, one after the other."""
+        values = np.concatenate([p.values for p in parts]) if parts else np.zeros(0, dtype=np.uint32)
+        offsets = [np.zeros(1, dtype=np.int64)]
+        base = 0
+        for part in parts:
+            offsets.append(part.offsets[1:] + base)
+            base += int(part.offsets[-1])
+        return cls(values, np.concatenate(offsets))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, rows: np.ndarray) -> ShingleSets:
+        """The sets of ``rows`` (positions), in that order."""
+        sizes = self.sizes[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        within = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], sizes)
+        return ShingleSets(self.values[np.repeat(self.offsets[:-1][rows], sizes) + within], offsets)
+
+    def prefixes(self, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """Every row's prefix for ``threshold``: ``(offsets, tokens, vocabulary size)``.
+
+        Tokens are the row's shingles ranked rarest first over all rows (ties by hash); a row's prefix is
+        its first ``n - ceil(threshold * n) + 1`` of ``n``. Two sets whose Jaccard index reaches
+        ``threshold`` share a token of their prefixes (prefix filtering), so pairs that share none need
+        not be compared. An empty set (similar only to another empty set) has the one token
+        ``vocabulary size``.
+        """
+        sizes = self.sizes
+        vocabulary, inverse, counts = np.unique(self.values, return_inverse=True, return_counts=True)
+        rank = np.empty(len(vocabulary), dtype=np.int64)
+        rank[np.argsort(counts, kind="stable")] = np.arange(len(vocabulary))
+        rows = np.repeat(np.arange(len(self), dtype=np.int64), sizes)
+        ranked = np.sort((rows << 32) | rank[inverse.reshape(-1)])
+        position = np.arange(len(ranked), dtype=np.int64) - np.repeat(self.offsets[:-1], sizes)
+        # The epsilon only ever lengthens a prefix (a rounding error must not shorten it).
+        keep = np.maximum(sizes - np.ceil(threshold * sizes - 1e-9).astype(np.int64) + 1, 1)
+        chosen = ranked[position < np.repeat(keep, sizes)] & 0xFFFFFFFF
+        lengths = np.where(sizes > 0, np.minimum(keep, sizes), 1)
+        offsets = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        tokens = np.full(int(offsets[-1]), len(vocabulary), dtype=np.int64)
+        filled = np.ones(len(tokens), dtype=bool)
+        filled[offsets[:-1][sizes == 0]] = False
+        tokens[filled] = chosen
+        return offsets, tokens, len(vocabulary)
+
+
+def _grams(normalized: str, shingle: int) -> list[str]:
+    words = normalized.split()
+    if len(words) <= shingle:
+        return [normalized] if words else []
+    return [" ".join(words[i : i + shingle]) for i in range(len(words) - shingle + 1)]
+
+
+def _set_jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+    if not a and not b:
+        return 1.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+@dataclass(frozen=True)
+class ExampleSets:
+    """What the similarity of two examples needs, for many examples: the shingle sets of their last user
+    message, earlier turns and answer, a digest of the three normalised texts (equal digests: the same
+    question and answer), and the number of words of each answer."""
+
+    last_user: ShingleSets
+    context: ShingleSets
+    answer: ShingleSets
+    digests: list[bytes]
+    answer_words: np.ndarray
+    shingle: int = 3
+
+    @classmethod
+    def of(cls, example_ids: Sequence[str], messages: Sequence[Any], shingle: int = 3) -> ExampleSets:
+        """The sets of every example, computed on every core (``homegrown.data.parallel``).
+
+        Raises ``ValueError`` naming the example when a conversation does not end in an assistant answer.
+        """
+        parts = map_chunks(partial(_example_sets_chunk, shingle=shingle), list(zip(example_ids, messages)))
+        if not parts:
+            return _example_sets_chunk([], shingle)
         return cls(
-            _shingle_hashes(last_user, shingle, _TAG_LAST_USER),
-            _shingle_hashes(context, shingle, _TAG_CONTEXT),
-            _shingle_hashes(answer, shingle, _TAG_ANSWER),
+            last_user=ShingleSets.concat([p.last_user for p in parts]),
+            context=ShingleSets.concat([p.context for p in parts]),
+            answer=ShingleSets.concat([p.answer for p in parts]),
+            digests=[d for p in parts for d in p.digests],
+            answer_words=np.concatenate([p.answer_words for p in parts]),
+            shingle=shingle,
         )
 
-    def question_similarity(self, other: _Features) -> float:
-        last = jaccard(self.last_user, other.last_user)
-        if self.context.size == 0 and other.context.size == 0:
-            return last
-        return LAST_USER_WEIGHT * last + (1 - LAST_USER_WEIGHT) * jaccard(self.context, other.context)
+    def __len__(self) -> int:
+        return len(self.digests)
 
-    def lsh_set(self) -> np.ndarray:
-        """The set the LSH index sees: last user message and answer (the context is checked afterwards)."""
-        return np.concatenate([self.last_user, self.answer])
+    def similarity(self, i: int, j: int, threshold: float) -> tuple[float, float] | None:
+        """``(answer jaccard, question similarity)`` of rows ``i`` and ``j`` when both reach ``threshold``."""
+        answer, last_user, context = self._python_sets
+        a_i, a_j = answer(i), answer(j)
+        if min(len(a_i), len(a_j)) < threshold * max(len(a_i), len(a_j)) - 1e-9:
+            return None  # too different in size to reach the threshold
+        answer_j = _set_jaccard(a_i, a_j)
+        if answer_j < threshold:
+            return None
+        question_s = _set_jaccard(last_user(i), last_user(j))
+        c_i, c_j = context(i), context(j)
+        if c_i or c_j:
+            question_s = LAST_USER_WEIGHT * question_s + (1 - LAST_USER_WEIGHT) * _set_jaccard(c_i, c_j)
+        if question_s < threshold:
+            return None
+        return answer_j, question_s
+
+    @cached_property
+    def _python_sets(self) -> tuple[Callable[[int], frozenset[int]], ...]:
+        """Row -> frozenset of its shingles, per part. A row compared once is often compared again (a
+        leader meets every row of its cluster), so the sets of the rows seen last are kept."""
+
+        def part(sets: ShingleSets) -> Callable[[int], frozenset[int]]:
+            offsets, values = sets.offsets.tolist(), sets.values
+            cache: dict[int, frozenset[int]] = {}
+
+            def row(i: int) -> frozenset[int]:
+                found = cache.get(i)
+                if found is None:
+                    if len(cache) >= _SET_CACHE_ROWS:
+                        cache.clear()
+                    found = cache[i] = frozenset(values[offsets[i] : offsets[i + 1]].tolist())
+                return found
+
+            return row
+
+        return part(self.answer), part(self.last_user), part(self.context)
+
+    def join_keys(self, threshold: float, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Keys such that two rows similar at ``threshold`` share one: ``(offsets, keys)``, row ``k`` of
+        ``rows`` (default: all) having ``keys[offsets[k]:offsets[k + 1]]``.
+
+        A key is a pair (answer prefix token, last-user prefix token) with a class of the answer's size: a
+        near-duplicate's answer reaches ``threshold`` and its last user message reaches the least
+        last-user similarity that can still give a question similarity of ``threshold``, so it shares a
+        token of both prefixes, and its answer's size is within the threshold's ratio. Requiring all
+        three is what keeps the join near linear where one answer is given to many different questions.
+        Keys that only one row has are left out (they can pair nothing), and the rest are numbered
+        densely.
+        """
+        rows = np.arange(len(self), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        answer_offsets, answer_tokens, _ = self.answer.take(rows).prefixes(threshold)
+        question_threshold = min(threshold, (threshold - (1 - LAST_USER_WEIGHT)) / LAST_USER_WEIGHT)
+        if question_threshold > 0:
+            question_offsets, question_tokens, vocabulary = self.last_user.take(rows).prefixes(question_threshold)
+        else:  # any last user message can reach the threshold through the earlier turns
+            question_offsets, question_tokens, vocabulary = np.arange(len(rows) + 1), np.zeros(len(rows), np.int64), 0
+        per_row_a, per_row_q = np.diff(answer_offsets), np.diff(question_offsets)
+        # Every (answer token, question token) pair of a row: each answer token repeated once per question token.
+        answer_row = np.repeat(np.arange(len(rows), dtype=np.int64), per_row_a)
+        repeats = per_row_q[answer_row]
+        a_index = np.repeat(np.arange(len(answer_tokens), dtype=np.int64), repeats)
+        starts = np.zeros(len(repeats) + 1, dtype=np.int64)
+        np.cumsum(repeats, out=starts[1:])
+        within = np.arange(int(starts[-1]), dtype=np.int64) - np.repeat(starts[:-1], repeats)
+        q_index = question_offsets[:-1][answer_row[a_index]] + within
+        keys = answer_tokens[a_index] * (vocabulary + 1) + question_tokens[q_index]
+        key_rows = answer_row[a_index]
+        # Answers whose sizes are further apart than the threshold allows cannot be similar: with classes of
+        # sizes whose logarithms lie ``-log(threshold)`` apart, such a pair's classes differ by at most one,
+        # so every key is given under the row's class and the next one.
+        sizes = np.maximum(self.answer.sizes[rows], 1)
+        size_class = sizes if threshold >= 1 else np.floor(np.log(sizes) / -math.log(threshold)).astype(np.int64)
+        classes = int(size_class.max(initial=0)) + 2
+        keys = np.repeat(keys * classes + size_class[key_rows], 2) + np.tile(np.array([0, 1]), len(keys))
+        key_rows = np.repeat(key_rows, 2)
+        _, dense, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        dense = dense.reshape(-1)
+        shared = counts[dense] > 1
+        per_row = np.bincount(key_rows[shared], minlength=len(rows))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(per_row, out=offsets[1:])
+        return offsets, dense[shared]
 
 
-def example_features(messages: list[dict[str, Any]], shingle: int = 3) -> _Features:
-    """Shingle features of one example; ``a.question_similarity(b)`` is the measure ``dedup_examples`` uses."""
-    return _Features.of(tuple(normalize_text(t) for t in split_question_answer(messages)), shingle)
-
-
-def question_similarity(messages_a: list[dict[str, Any]], messages_b: list[dict[str, Any]], shingle: int = 3) -> float:
-    """The question similarity ``dedup_examples`` uses (last user message, and earlier turns when present)."""
-    return example_features(messages_a, shingle).question_similarity(example_features(messages_b, shingle))
-
-
-def _minhash(hashes: np.ndarray, permutations: np.ndarray) -> MinHash:
-    m = MinHash(
-        num_perm=permutations.shape[1],
-        seed=MINHASH_SEED,
-        hashfunc=int,
-        permutations=permutations,
-        scheme="affine32",
+def _example_sets_chunk(rows: Sequence[tuple[str, Any]], shingle: int) -> ExampleSets:
+    last_users, contexts, answers, digests = [], [], [], []
+    for example_id, messages in rows:
+        try:
+            parts = tuple(normalize_text(t) for t in split_question_answer(messages))
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"example {example_id!r}: {exc}") from exc
+        last_users.append(parts[0])
+        contexts.append(parts[1])
+        answers.append(parts[2])
+        digests.append(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest())
+    return ExampleSets(
+        last_user=ShingleSets.of(last_users, shingle, _TAG_LAST_USER),
+        context=ShingleSets.of(contexts, shingle, _TAG_CONTEXT),
+        answer=ShingleSets.of(answers, shingle, _TAG_ANSWER),
+        digests=digests,
+        answer_words=np.fromiter((len(a.split()) for a in answers), dtype=np.int64, count=len(answers)),
+        shingle=shingle,
     )
-    if hashes.size:
-        m.update_batch(hashes.tolist())
-    return m
 
 
-def _permutations(num_perm: int) -> np.ndarray:
-    return MinHash(num_perm=num_perm, seed=MINHASH_SEED, scheme="affine32").permutations
-
-
-def _lsh_index(threshold: float, num_perm: int) -> MinHashLSH:
-    # Above 0.95 the optimal banding degenerates to one band, which datasketch rejects; a lower index
-    # threshold only adds candidates, which the exact check removes.
-    return MinHashLSH(threshold=min(max(threshold, 0.05), 0.95), num_perm=num_perm, weights=LSH_WEIGHTS)
-
-
-def _check_params(threshold: float, num_perm: int, shingle: int) -> None:
+def _check_params(threshold: float, shingle: int) -> None:
     if not (isinstance(threshold, (int, float)) and 0.0 < threshold <= 1.0):
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
-    if not (isinstance(num_perm, int) and 16 <= num_perm <= 1024):
-        raise ValueError(f"num_perm must be an integer in [16, 1024], got {num_perm!r}")
     if not (isinstance(shingle, int) and 1 <= shingle <= 16):
         raise ValueError(f"shingle must be an integer in [1, 16], got {shingle!r}")
 
@@ -205,7 +383,7 @@ def _check_params(threshold: float, num_perm: int, shingle: int) -> None:
 
 
 def dedup_examples(
-    df: pd.DataFrame, *, threshold: float = 0.8, num_perm: int = 64, shingle: int = 3
+    df: pd.DataFrame, *, threshold: float = 0.8, shingle: int = 3
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Collapse exact and near-duplicate examples; return ``(kept, dropped)``.
 
@@ -222,7 +400,7 @@ def dedup_examples(
     The result does not depend on the input row order. Raises ``ValueError`` on unsupported parameters,
     missing columns, repeated ``example_id`` or a conversation that does not end in an assistant answer.
     """
-    _check_params(threshold, num_perm, shingle)
+    _check_params(threshold, shingle)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"dedup_examples needs columns {missing}; got {list(df.columns)}")
@@ -232,13 +410,7 @@ def dedup_examples(
     n = len(df)
 
     example_ids = df["example_id"].astype(str).tolist()
-    normalized: list[tuple[str, str, str]] = []  # (last user, context, answer) per row
-    for example_id, messages in zip(example_ids, df["messages"]):
-        try:
-            last_user, context, answer = split_question_answer(messages)
-            normalized.append((normalize_text(last_user), normalize_text(context), normalize_text(answer)))
-        except (ValueError, TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"example {example_id!r}: {exc}") from exc
+    sets = ExampleSets.of(example_ids, df["messages"].tolist(), shingle)
 
     order = _priority_order(df)
     rank = np.empty(n, dtype=np.int64)
@@ -251,8 +423,7 @@ def dedup_examples(
     exact_rep: dict[bytes, int] = {}
     reps: list[int] = []
     for i in order:
-        key = hashlib.blake2b("\x1f".join(normalized[i]).encode(), digest_size=16).digest()
-        rep = exact_rep.setdefault(key, int(i))
+        rep = exact_rep.setdefault(sets.digests[i], int(i))
         if rep == i:
             reps.append(int(i))
         else:
@@ -260,35 +431,34 @@ def dedup_examples(
 
     # Near pass over the exact representatives, best first: each row joins the most similar row already
     # kept (a "leader") or becomes a leader itself, so every cluster is a star around its best row.
-    permutations = _permutations(num_perm)
-    # The index sees only the last user message and the answer. Its threshold is lowered to the smallest
-    # last-user similarity that can still reach `threshold` through the context, so no such pair is missed.
-    lsh_threshold = (threshold - (1 - LAST_USER_WEIGHT)) / LAST_USER_WEIGHT
-    lsh = _lsh_index(lsh_threshold, num_perm)
-    # Shingle sets of leaders that met a candidate, recomputed on first use rather than kept for every row.
-    leader_features: dict[int, _Features] = {}
-    for i in reps:
-        features = _Features.of(normalized[i], shingle)
-        minhash = _minhash(features.lsh_set(), permutations)
+    # Candidates are the leaders that share a join key with the row; rows without a shared key are leaders.
+    reps_array = np.asarray(reps, dtype=np.int64)
+    key_offsets, keys = sets.join_keys(threshold, reps_array)
+    index: dict[int, list[int]] = {}
+    for position, i in enumerate(reps):
+        start, end = key_offsets[position], key_offsets[position + 1]
+        if start == end:
+            continue
+        row_keys = keys[start:end].tolist()
         best: tuple[float, int] | None = None
-        for leader in lsh.query(minhash):
-            other = leader_features.get(leader)
-            if other is None:
-                other = leader_features[leader] = _Features.of(normalized[leader], shingle)
-            answer_j = jaccard(features.answer, other.answer)
-            if answer_j < threshold:
-                continue
-            question_s = features.question_similarity(other)
-            if question_s < threshold:
-                continue
-            candidate = (min(answer_j, question_s), -int(rank[leader]))  # most similar, then the better one
-            if best is None or candidate > best:
-                best = candidate
-                keeper_of[i] = leader
-                similarity[i] = (answer_j, question_s)
-                match[i] = "near"
+        seen: set[int] = set()
+        for key in row_keys:
+            for leader in index.get(key, ()):
+                if leader in seen:
+                    continue
+                seen.add(leader)
+                found = sets.similarity(i, leader, threshold)
+                if found is None:
+                    continue
+                candidate = (min(found), -int(rank[leader]))  # most similar, then the better one
+                if best is None or candidate > best:
+                    best = candidate
+                    keeper_of[i] = leader
+                    similarity[i] = found
+                    match[i] = "near"
         if best is None:
-            lsh.insert(i, minhash, check_duplication=False)
+            for key in row_keys:
+                index.setdefault(key, []).append(i)
 
     # An exact copy of a representative that joined a leader joins that leader, with the same similarity.
     for i in range(n):
@@ -338,42 +508,3 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, str):
         value = json.loads(value) if value.startswith("[") else [value]
     return [str(v) for v in value]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Near-duplicate answers across two sets
-
-
-def near_duplicate_pairs(
-    answers_a: Sequence[str],
-    answers_b: Sequence[str],
-    threshold: float = 0.8,
-    *,
-    num_perm: int = 64,
-    shingle: int = 3,
-) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, jaccard)`` with ``jaccard(answers_a[i], answers_b[j]) >= threshold``, sorted by (i, j).
-
-    The Jaccard index is over word shingles of normalised text, as in ``dedup_examples``; empty answers
-    (no words) are never reported. Candidates come from MinHash LSH over ``answers_b`` and are then
-    checked exactly, so a reported pair is always above the threshold.
-    """
-    _check_params(threshold, num_perm, shingle)
-    permutations = _permutations(num_perm)
-    lsh = _lsh_index(threshold, num_perm)
-    sets_b: list[np.ndarray] = []
-    for j, text in enumerate(answers_b):
-        hashes = shingle_hashes(text, shingle)
-        sets_b.append(hashes)
-        if hashes.size:
-            lsh.insert(j, _minhash(hashes, permutations), check_duplication=False)
-    pairs = []
-    for i, text in enumerate(answers_a):
-        hashes = shingle_hashes(text, shingle)
-        if hashes.size == 0:
-            continue
-        for j in lsh.query(_minhash(hashes, permutations)):
-            score = jaccard(hashes, sets_b[j])
-            if score >= threshold:
-                pairs.append((i, int(j), score))
-    return sorted(pairs)

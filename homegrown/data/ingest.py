@@ -445,6 +445,7 @@ def iter_interactions(db_path: Path, batch_rows: int = 50_000) -> Iterator[pd.Da
     """
     columns = [*STORED_COLUMNS, "feedback"]
     decoded = [*STORED_JSON, "feedback"]
+    tools: dict[str, Any] = {}
     with _connect(db_path) as conn:
         cursor = conn.execute(query)
         while rows := cursor.fetchmany(batch_rows):
@@ -452,8 +453,23 @@ def iter_interactions(db_path: Path, batch_rows: int = 50_000) -> Iterator[pd.Da
             frame = pd.DataFrame(rows, columns=columns, dtype=object)
             del rows
             for column in decoded:
-                frame[column] = [None if value is None else json.loads(value) for value in frame[column]]
+                if column == "tools":
+                    # A business offers the same few tool lists in every turn: one decoded object per
+                    # distinct list instead of one per row (read-only downstream).
+                    frame[column] = [None if value is None else _decode_shared(value, tools) for value in frame[column]]
+                else:
+                    frame[column] = [None if value is None else json.loads(value) for value in frame[column]]
             yield frame[INTERACTION_COLUMNS]
+
+
+def _decode_shared(value: str, decoded: dict[str, Any], limit: int = 10_000) -> Any:
+    """``json.loads(value)``, the same object for the same text (up to ``limit`` distinct texts)."""
+    found = decoded.get(value)
+    if found is None:
+        found = json.loads(value)
+        if len(decoded) < limit:
+            decoded[value] = found
+    return found
 
 
 def load_quarantine(db_path: Path) -> pd.DataFrame:

@@ -20,13 +20,14 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from homegrown.data.columns import SCORED_COLUMNS
+from homegrown.data.parallel import map_chunks
 
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "AT", "CH", "AU")
 # Presidio's scores: a validated pattern (Luhn, mod-97, a parseable IP) gets 1.0, a phone number 0.4;
@@ -192,13 +193,22 @@ def scan_examples(
         return " ".join(value.split()).casefold() in public_texts or (
             len(digits) >= 6 and digits[-9:] in public_digits)
 
+    strings = [(str(example_id), list(message_strings(example))) for example_id, example in zip(example_ids, messages)]
+    # Rows of one conversation repeat its earlier messages and approved answers recur: each distinct
+    # string is searched once, on every core.
+    distinct = list(dict.fromkeys(text for _, texts in strings for text in texts))
+    found = dict(zip(distinct, (hits for chunk in map_chunks(partial(_find_each, detector), distinct) for hits in chunk)))
     findings = []
-    for example_id, example in zip(example_ids, messages):
-        for text in message_strings(example):
-            for recognizer, entity, value in detector.find(text):
+    for example_id, texts in strings:
+        for text in texts:
+            for recognizer, entity, value in found[text]:
                 if not is_public(value):
-                    findings.append(PiiFinding(f"presidio:{recognizer}", entity, str(example_id), mask(value)))
+                    findings.append(PiiFinding(f"presidio:{recognizer}", entity, example_id, mask(value)))
     return findings
+
+
+def _find_each(detector: PresidioDetector, texts: Sequence[str]) -> list[list[tuple[str, str, str]]]:
+    return [detector.find(text) for text in texts]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -27,11 +27,13 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
 from homegrown.data.columns import INTERACTION_COLUMNS, SCORED_COLUMNS
+from homegrown.data.parallel import map_chunks
 from homegrown.data.validity import check_output
 
 OUTCOMES = ("accepted", "accepted_with_edits", "rejected", "abandoned", "regenerated")
@@ -334,35 +336,11 @@ def _continued(df: pd.DataFrame) -> pd.Series:
     return df["created_at"].astype(str) < latest.astype(str)
 
 
-def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
-    """Score every ingested interaction and decide whether to keep it.
-
-    ``df`` has the INTERACTION_COLUMNS (see ``homegrown.data.columns``). Returns one row per
-    interaction with the SCORED_COLUMNS, in the input's order: the training messages (with an admin
-    correction in place of the answer), ``score`` (0..10), ``keep`` and ``reason``.
-    """
-    if not isinstance(policy, QualityPolicy):
-        raise TypeError(f"policy must be a QualityPolicy, got {type(policy).__name__}")
-    missing = [c for c in INTERACTION_COLUMNS if c not in df.columns and c != "source"]
-    if missing:
-        raise ValueError(f"interactions frame is missing columns: {', '.join(missing)}")
-    if df.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORED_COLUMNS}).astype(
-            {"score": float, "keep": bool, "synthetic": bool}
-        )
-
-    continued = _continued(df).tolist()
-    ids, source_ids, messages_out, scores, keeps, reasons = [], [], [], [], [], []
-    rows = zip(
-        df["id"].tolist(),
-        df["example_type"].tolist(),
-        df["messages"].tolist(),
-        df["tools"].tolist(),
-        df["feedback"].tolist(),
-        df["critic"].tolist(),
-        df["metadata"].tolist(),
-        continued,
-    )
+def _score_rows(
+    policy: QualityPolicy, rows: list[tuple]
+) -> list[tuple[str, list[dict] | None, float, bool, str]]:
+    """``(example_id, corrected messages or None, score, keep, reason)`` of each interaction row."""
+    out = []
     for interaction_id, example_type, messages, tools, feedback, critic, metadata, was_continued in rows:
         if not isinstance(messages, list):
             raise TypeError(
@@ -382,12 +360,46 @@ def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
         )
         if note:
             reason = f"{reason} ({note})"
-        ids.append(example_id(str(interaction_id), messages))
-        source_ids.append([str(interaction_id)])
-        messages_out.append(messages)
-        scores.append(score)
-        keeps.append(keep)
-        reasons.append(reason)
+        out.append((example_id(str(interaction_id), messages), messages if correction is not None else None,
+                    score, keep, reason))
+    return out
+
+
+def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
+    """Score every ingested interaction and decide whether to keep it.
+
+    ``df`` has the INTERACTION_COLUMNS (see ``homegrown.data.columns``). Returns one row per
+    interaction with the SCORED_COLUMNS, in the input's order: the training messages (with an admin
+    correction in place of the answer), ``score`` (0..10), ``keep`` and ``reason``.
+    """
+    if not isinstance(policy, QualityPolicy):
+        raise TypeError(f"policy must be a QualityPolicy, got {type(policy).__name__}")
+    missing = [c for c in INTERACTION_COLUMNS if c not in df.columns and c != "source"]
+    if missing:
+        raise ValueError(f"interactions frame is missing columns: {', '.join(missing)}")
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORED_COLUMNS}).astype(
+            {"score": float, "keep": bool, "synthetic": bool}
+        )
+
+    rows = list(zip(
+        df["id"].tolist(),
+        df["example_type"].tolist(),
+        df["messages"].tolist(),
+        df["tools"].tolist(),
+        df["feedback"].tolist(),
+        df["critic"].tolist(),
+        df["metadata"].tolist(),
+        _continued(df).tolist(),
+    ))
+    scored = [row for chunk in map_chunks(partial(_score_rows, policy), rows) for row in chunk]
+    ids = [row[0] for row in scored]
+    # Only a corrected row's messages travel back from a worker; the others are the input's own.
+    messages_out = [row[1] if row[1] is not None else original[2] for row, original in zip(scored, rows)]
+    source_ids = [[str(original[0])] for original in rows]
+    scores = [row[2] for row in scored]
+    keeps = [row[3] for row in scored]
+    reasons = [row[4] for row in scored]
 
     return pd.DataFrame(
         {

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -30,13 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homegrown.data.columns import SPLITS
-from homegrown.data.dedup import (
-    LAST_USER_WEIGHT,
-    example_features,
-    near_duplicate_pairs,
-    normalize_text,
-    split_question_answer,
-)
+from homegrown.data.dedup import ExampleSets, normalize_text, split_question_answer
 
 MIN_STRATIFIED = 10
 # Answers shorter than this many words ("Yes, we do.", "You're welcome!") recur across unrelated
@@ -285,34 +278,58 @@ def cross_split_duplicates(
     """Near-duplicate examples in two splits: ``(example_a, split_a, example_b, split_b, answer_j, question_s)``.
 
     ``split_a`` comes before ``split_b`` in train, validation, test order. An example is a near-duplicate of
-    another when its answer (``dedup.near_duplicate_pairs``) and its question (``dedup.question_similarity``,
-    the measure de-duplication uses) both reach ``threshold``. The same approved answer to a differently
-    worded question is not one. Answers under ``MIN_LEAK_WORDS`` words are not compared.
+    another when its answer's Jaccard index and its question's similarity (the measures de-duplication
+    uses, ``homegrown.data.dedup``) both reach ``threshold``. The same approved answer to a differently
+    worded question is not one. Answers under ``MIN_LEAK_WORDS`` words are not compared. Every such pair
+    is found (an exact join, see ``ExampleSets.join_keys``), sorted by split, then row.
     """
     frame = df if "split" in df.columns else df.assign(
         split=df["conversation_id"].astype(str).map(assignment or {}).to_numpy())
-    answers: dict[str, tuple[list[str], list[str]]] = {s: ([], []) for s in SPLITS}
-    features: dict[str, Any] = {}
-    for example_id, split, messages in zip(frame["example_id"].astype(str), frame["split"], frame["messages"]):
-        try:
-            answer = normalize_text(split_question_answer(messages)[2])
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"example {example_id!r}: {exc}") from exc
-        if split in answers and len(answer.split()) >= MIN_LEAK_WORDS:
-            answers[split][0].append(example_id)
-            answers[split][1].append(answer)
-            features[example_id] = example_features(list(messages))
-    found = []
-    # Each split is compared with all later splits at once, so every answer is hashed at most twice.
-    for k, split_a in enumerate(SPLITS[:-1]):
-        ids_a, texts_a = answers[split_a]
-        later = [(split, example_id, text) for split in SPLITS[k + 1:] for example_id, text in zip(*answers[split])]
-        for i, j, score in near_duplicate_pairs(texts_a, [text for _, _, text in later], threshold):
-            split_b, id_b, _ = later[j]
-            q = features[ids_a[i]].question_similarity(features[id_b])
-            if q >= threshold:
-                found.append((ids_a[i], split_a, id_b, split_b, float(score), float(q)))
-    return found
+    ids = frame["example_id"].astype(str).tolist()
+    split_rank = [SPLITS.index(s) if s in SPLITS else -1 for s in frame["split"]]
+    sets = ExampleSets.of(ids, frame["messages"].tolist())
+    pairs, _ = _cross_split_pairs(sets, split_rank, threshold)
+    pairs.sort(key=lambda p: (split_rank[p[0]], p[0], p[1]))
+    return [
+        (ids[i], SPLITS[split_rank[i]], ids[j], SPLITS[split_rank[j]], float(answer_j), float(question_s))
+        for i, j, answer_j, question_s in pairs
+    ]
+
+
+def _cross_split_pairs(
+    sets: ExampleSets, split_rank: Sequence[int], threshold: float
+) -> tuple[list[tuple[int, int, float, float]], int]:
+    """Verified near-duplicate pairs ``(i, j, answer_jaccard, question_similarity)`` with ``i`` in an
+    earlier split than ``j`` (a rank of -1: no split, never compared) among rows whose answer has at least
+    ``MIN_LEAK_WORDS`` words, and the number of candidate pairs verified.
+
+    Candidates are the pairs that share a join key (``ExampleSets.join_keys``), which every pair above
+    the threshold does, so none is missed; each is verified with exact Jaccard indexes.
+    """
+    ranks = np.asarray(split_rank, dtype=np.int64)
+    eligible = np.flatnonzero((sets.answer_words >= MIN_LEAK_WORDS) & (ranks >= 0)) if len(ranks) else ranks
+    if not len(eligible):
+        return [], 0
+    offsets, keys = sets.join_keys(threshold, eligible)
+    last = len(SPLITS) - 1
+    row_keys = [keys[offsets[k] : offsets[k + 1]].tolist() for k in range(len(eligible))]
+    rows = eligible.tolist()
+    index: dict[int, list[int]] = {}
+    for i, keys_i in zip(rows, row_keys):
+        if split_rank[i] > 0:
+            for key in keys_i:
+                index.setdefault(key, []).append(i)
+    found, verified = [], 0
+    for i, keys_i in zip(rows, row_keys):
+        if split_rank[i] == last or not keys_i:
+            continue
+        candidates = {j for key in keys_i for j in index.get(key, ()) if split_rank[j] > split_rank[i]}
+        for j in sorted(candidates):
+            verified += 1
+            similar = sets.similarity(i, j, threshold)
+            if similar is not None:
+                found.append((i, j, *similar))
+    return found, verified
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -360,18 +377,17 @@ def audit_split_files(paths: Mapping[str, Mapping[str, str | Path]], threshold: 
     ids: list[str] = []
     conversations: list[str | None] = []
     splits: list[str] = []
-    texts: list[tuple[str, str, str]] = []
+    messages_of: list[Any] = []
     problems: list[str] = []
     for split in SPLITS:
         parquet_path, jsonl_path = Path(paths[split]["parquet"]), Path(paths[split]["jsonl"])
         table = pd.read_parquet(parquet_path, columns=["example_id", "conversation_id", "messages"])
         messages = [_nested(m) for m in table["messages"]]
         rows = list(zip(table["example_id"].astype(str), messages))
-        parts = [_normalised_parts(e, m) for e, m in rows]
         ids += [e for e, _ in rows]
         conversations += table["conversation_id"].astype(str).tolist()
         splits += [split] * len(rows)
-        texts += parts
+        messages_of += messages
 
         # write_splits writes the two files in the same order, so a line is first compared with the row
         # at its position, and only a line that differs from it is normalised and looked for elsewhere.
@@ -390,10 +406,10 @@ def audit_split_files(paths: Mapping[str, Mapping[str, str | Path]], threshold: 
                     lines += 1
                     continue
                 if lines < len(rows):
-                    unmatched[parts[lines]] += 1
+                    unmatched[_normalised_parts(*rows[lines])] += 1
                     lines += 1
                 leftover.append((f"{split}.jsonl:{number}", line_messages))
-        unmatched.update(parts[lines:])
+        unmatched.update(_normalised_parts(*row) for row in rows[lines:])
         extra = []
         for example_id, line_messages in leftover:
             key = _normalised_parts(example_id, line_messages)
@@ -404,14 +420,14 @@ def audit_split_files(paths: Mapping[str, Mapping[str, str | Path]], threshold: 
                 ids.append(example_id)
                 conversations.append(None)
                 splits.append(split)
-                texts.append(key)
+                messages_of.append(line_messages)
         if extra:
             problems.append(f"{jsonl_path.name}: {len(extra)} lines are not examples of {parquet_path.name}: "
                             + ", ".join(extra[:5]))
         if sum(unmatched.values()):
             problems.append(f"{jsonl_path.name}: {sum(unmatched.values())} examples of {parquet_path.name} "
                             "are missing")
-    return _report(ids, conversations, splits, texts, threshold, problems)
+    return _report(ids, conversations, splits, messages_of, threshold, problems)
 
 
 def leakage_report(
@@ -426,11 +442,11 @@ def leakage_report(
     (``homegrown.data.dedup``: word 3-shingles of normalised text, the question weighted towards the
     last user message), so the same approved answer to a differently worded question is not a leak.
 
-    Unlike de-duplication, no pair is sampled: candidates are all cross-split pairs that share a token
-    of their answers' prefix filter (the rarest ``n - ceil(threshold * n) + 1`` of the ``n`` answer
-    shingles), which every pair above the threshold does, and each candidate is verified with exact
-    Jaccard indexes. The split of a row is its ``split`` column when ``df`` has one, else
-    ``assignment[conversation_id]``.
+    No pair is sampled: candidates are all cross-split pairs that share a join key (a token of their
+    answers' prefix filter, the rarest ``n - ceil(threshold * n) + 1`` of the ``n`` answer shingles,
+    together with one of their last user messages'; see ``ExampleSets.join_keys``), which every pair
+    above the threshold does, and each candidate is verified with exact Jaccard indexes. The split of a
+    row is its ``split`` column when ``df`` has one, else ``assignment[conversation_id]``.
     """
     _check_threshold(threshold)
     _require(df, ["example_id", "messages"], "check_no_leakage")
@@ -450,9 +466,8 @@ def leakage_report(
     ]
     ok = ~no_split
     ids = df["example_id"][ok].astype(str).tolist()
-    texts = [_normalised_parts(e, m) for e, m in zip(ids, df["messages"][ok])]
     conversation_ids = [None if pd.isna(c) else str(c) for c in conversations[ok]]
-    return _report(ids, conversation_ids, splits[ok].tolist(), texts, threshold, problems)
+    return _report(ids, conversation_ids, splits[ok].tolist(), df["messages"][ok].tolist(), threshold, problems)
 
 
 def _check_threshold(threshold: float) -> None:
@@ -464,7 +479,7 @@ def _report(
     ids: list[str],
     conversations: list[str | None],
     splits: list[str],
-    texts: list[tuple[str, str, str]],
+    messages: list[Any],
     threshold: float,
     problems: list[str],
 ) -> LeakageReport:
@@ -478,9 +493,10 @@ def _report(
             problems.append(f"{what} {value} is in several splits: {', '.join(ordered)}")
 
     split_rank = [SPLITS.index(s) for s in splits]
-    exact: dict[tuple[str, str, str], list[int]] = {}
-    for i, parts in enumerate(texts):
-        exact.setdefault(parts, []).append(i)
+    sets = ExampleSets.of(ids, messages)
+    exact: dict[bytes, list[int]] = {}
+    for i, digest in enumerate(sets.digests):
+        exact.setdefault(digest, []).append(i)
     exact_matches = 0
     for rows in exact.values():
         in_splits = sorted({split_rank[i] for i in rows})
@@ -489,7 +505,9 @@ def _report(
             sample = ", ".join(f"{ids[i]} ({SPLITS[split_rank[i]]})" for i in rows[:6])
             problems.append(f"the same question and answer in {' and '.join(SPLITS[r] for r in in_splits)}: {sample}")
 
-    pairs_found, candidates = _near_duplicates_across_splits(texts, split_rank, threshold)
+    pairs_found, candidates = _cross_split_pairs(sets, split_rank, threshold)
+    # An exact match is reported above, once for its group, not again as near-duplicate pairs.
+    pairs_found = [p for p in pairs_found if sets.digests[p[0]] != sets.digests[p[1]]]
     for i, j, answer_j, question_s in pairs_found:
         problems.append(
             f"near-duplicate examples in {SPLITS[split_rank[i]]} and {SPLITS[split_rank[j]]}: {ids[i]} ~ {ids[j]} "
@@ -504,74 +522,3 @@ def _normalised_parts(example_id: str, messages: Any) -> tuple[str, str, str]:
         return tuple(normalize_text(t) for t in split_question_answer(_nested(messages)))  # type: ignore[return-value]
     except (ValueError, TypeError) as exc:
         raise ValueError(f"example {example_id!r}: {exc}") from exc
-
-
-def _shingle_set(normalized: str) -> np.ndarray:
-    """Sorted unique 64-bit hashes of the word 3-shingles (the whole text when it has 3 words or fewer)."""
-    words = normalized.split()
-    if not words:
-        return np.empty(0, dtype=np.int64)
-    grams = [normalized] if len(words) <= 3 else [" ".join(words[k:k + 3]) for k in range(len(words) - 2)]
-    return np.unique(np.fromiter((hash(g) for g in grams), dtype=np.int64, count=len(grams)))
-
-
-def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size == 0 and b.size == 0:
-        return 1.0
-    inter = np.intersect1d(a, b, assume_unique=True).size
-    return inter / (a.size + b.size - inter)
-
-
-def _near_duplicates_across_splits(
-    texts: list[tuple[str, str, str]], split_rank: list[int], threshold: float
-) -> tuple[list[tuple[int, int, float, float]], int]:
-    """Verified near-duplicate pairs ``(i, j, answer_jaccard, question_similarity)`` with ``i`` in an
-    earlier split than ``j``, and the number of candidate pairs verified."""
-    eligible = [i for i, (_, _, answer) in enumerate(texts) if len(answer.split()) >= MIN_LEAK_WORDS]
-    answers = {i: _shingle_set(texts[i][2]) for i in eligible}
-    if not answers:
-        return [], 0
-    vocabulary, frequency = np.unique(np.concatenate(list(answers.values())), return_counts=True)
-    # Prefix filter: with tokens ordered rarest first, two sets whose Jaccard index reaches t share a token
-    # among the first n - ceil(t * n) + 1 of either; the epsilon only ever lengthens a prefix.
-    prefixes: dict[int, np.ndarray] = {}
-    for i, tokens in answers.items():
-        order = np.lexsort((tokens, frequency[np.searchsorted(vocabulary, tokens)]))
-        keep = tokens.size - math.ceil(threshold * tokens.size - 1e-9) + 1
-        prefixes[i] = tokens[order[: max(1, min(keep, tokens.size))]]
-    del vocabulary, frequency
-
-    last = len(SPLITS) - 1
-    index: dict[int, list[int]] = {}
-    for i, prefix in prefixes.items():
-        if split_rank[i] > 0:
-            for token in prefix.tolist():
-                index.setdefault(token, []).append(i)
-
-    questions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def question(k: int) -> tuple[np.ndarray, np.ndarray]:
-        if k not in questions:
-            questions[k] = (_shingle_set(texts[k][0]), _shingle_set(texts[k][1]))
-        return questions[k]
-
-    found, verified = [], 0
-    for i, prefix in prefixes.items():
-        if split_rank[i] == last:
-            continue
-        candidates = {j for token in prefix.tolist() for j in index.get(token, ()) if split_rank[j] > split_rank[i]}
-        for j in sorted(candidates):
-            verified += 1
-            a, b = answers[i], answers[j]
-            if min(a.size, b.size) < threshold * max(a.size, b.size) - 1e-9 or texts[i] == texts[j]:
-                continue  # too different in size to reach the threshold, or an exact match (reported apart)
-            answer_j = _jaccard(a, b)
-            if answer_j < threshold:
-                continue
-            (last_i, context_i), (last_j, context_j) = question(i), question(j)
-            question_s = _jaccard(last_i, last_j)
-            if context_i.size or context_j.size:
-                question_s = LAST_USER_WEIGHT * question_s + (1 - LAST_USER_WEIGHT) * _jaccard(context_i, context_j)
-            if question_s >= threshold:
-                found.append((i, j, answer_j, question_s))
-    return found, verified
