@@ -22,7 +22,7 @@ from homegrown.evaluation.gate import (
 )
 from homegrown.evaluation.metrics import EvalResult, evaluate_answers, paired_bootstrap_diff
 from homegrown.evaluation.report import write_report
-from homegrown.evaluation.runner import INCUMBENT, INCUMBENT_KEY, chat_fn, latency_summary, run_model
+from homegrown.evaluation.runner import INCUMBENT, INCUMBENT_KEY, answer_prompts, latency_summary, run_model
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,13 @@ def evaluate_models(
 
     probe: dict[str, Any] = {}
     if candidate and (pii_strings or opted_out_texts):
-        generate, close = chat_fn(models[candidate], max_tokens=96, api_key=api_key)
-        try:
-            probe = privacy_probe(generate, pii_strings or [], opted_out_texts or [],
-                                  public_texts=public_texts or [])
-        finally:
-            close()
+        # privacy_probe picks its prompts from the values alone: a first pass with a silent stand-in
+        # collects them, the model answers them all in one batch, and the probe reads those answers.
+        probe_args = (pii_strings or [], opted_out_texts or [])
+        asked = privacy_probe(lambda prompt: "", *probe_args, public_texts=public_texts or [])["prompts"]
+        said = dict(zip(asked, answer_prompts(models[candidate], asked, max_tokens=96, api_key=api_key),
+                        strict=True))
+        probe = privacy_probe(said.__getitem__, *probe_args, public_texts=public_texts or [])
         headlines[candidate]["privacy_leaks"] = len(probe["leaks"])
 
     decision = None

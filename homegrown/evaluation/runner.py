@@ -199,25 +199,35 @@ class EndpointBackend:
         self.client.close()
 
 
+def gguf_file(spec: str) -> Path | None:
+    """The GGUF file a model spec names: a ``.gguf`` file, or a folder holding exactly one and no
+    ``config.json`` (None for anything else); ``ValueError`` for a folder holding several."""
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) > 1:
+        raise ValueError(f"{path} holds several GGUF files; name one: {[g.name for g in ggufs]}")
+    return ggufs[0] if ggufs else None
+
+
 def load_backend(spec: str, api_key: str | None = None) -> Backend:
     """The backend a model spec names (see the module docstring); ``ValueError`` when it names none."""
     if spec == INCUMBENT:
         raise ValueError("the incumbent has no backend: its answers come from the data (run_model)")
     if spec.startswith(("http://", "https://")):
         return EndpointBackend(spec, api_key=api_key)
+    gguf = gguf_file(spec)
+    if gguf is not None:
+        return GGUFBackend(gguf)
     path = Path(spec)
-    if path.is_file() and path.suffix == ".gguf":
-        return GGUFBackend(path)
     if path.is_dir():
         if (path / "config.json").exists():
             return HFBackend(path)
         if (path / "adapter_config.json").exists():
             raise ValueError(f"{path} is a LoRA adapter; evaluate the merged model folder instead")
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return GGUFBackend(ggufs[0])
-        if len(ggufs) > 1:
-            raise ValueError(f"{path} holds several GGUF files; name one: {[g.name for g in ggufs]}")
     raise ValueError(
         f"unknown model spec {spec!r}: expected a .gguf file, a Hugging Face model folder, an http(s) "
         f"URL of an OpenAI-compatible API, or {INCUMBENT!r}")
@@ -260,10 +270,18 @@ def run_model(
     max_tokens: int = 1024,
     api_key: str | None = None,
     prompt_fn: Callable[[dict[str, Any]], list[dict[str, Any]]] = prompt_messages,
+    *,
+    sequential: bool = False,
 ) -> list[Answer]:
     """One greedy answer per example from the model ``spec`` names, timed; each answer is limited to
     ``answer_budget(example, max_tokens)`` tokens, page tasks ask for the page schema
-    (``response_format_for``) and the example's tools are offered."""
+    (``response_format_for``) and the example's tools are offered.
+
+    A GGUF model answers all examples together (:class:`homegrown.evaluation.batched.BatchedGGUF`: the
+    gateway backend's semantics, many answers per llama.cpp step); ``sequential=True`` sends them one at a
+    time through the gateway's backend instead (the reference the batched path is checked against). A
+    batched answer's ``latency_s`` is its share of the decoding time, so that tokens per second stays the
+    model's throughput."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
     if spec == INCUMBENT:
@@ -274,10 +292,39 @@ def run_model(
                 f"(first: {missing[:3]}); evaluate the incumbent on the examples that have one")
         return [Answer(text=str(e[INCUMBENT_KEY])) for e in examples]
     prompts = [prompt_fn(e) for e in examples]
+    requests = [(p, answer_budget(e, max_tokens), response_format_for(e), example_tools(e))
+                for p, e in zip(prompts, examples, strict=True)]
+    gguf = None if sequential or spec.startswith(("http://", "https://")) else gguf_file(spec)
+    if gguf is not None:
+        return _answer_batched(gguf, requests)
     backend = load_backend(spec, api_key=api_key)
     try:
-        return [backend.generate(p, answer_budget(e, max_tokens), response_format_for(e), example_tools(e))
-                for p, e in zip(prompts, examples, strict=True)]
+        return [backend.generate(*request) for request in requests]
+    finally:
+        backend.close()
+
+
+def _answer_batched(gguf: Path, requests: list[tuple]) -> list[Answer]:
+    from homegrown.evaluation.batched import BatchedGGUF, Request
+
+    model = BatchedGGUF(gguf)
+    try:
+        return model.answer([Request(*request) for request in requests])
+    finally:
+        model.close()
+
+
+def answer_prompts(spec: str, prompts: Sequence[str], max_tokens: int = 128,
+                   api_key: str | None = None) -> list[str]:
+    """One-turn answers to ``prompts`` (each the user message), e.g. for ``privacy_probe``; a GGUF model
+    answers them all together, as in :func:`run_model`."""
+    requests = [([{"role": "user", "content": prompt}], max_tokens, None, None) for prompt in prompts]
+    gguf = None if spec.startswith(("http://", "https://")) else gguf_file(spec)
+    if gguf is not None:
+        return [answer.text for answer in _answer_batched(gguf, requests)]
+    backend = load_backend(spec, api_key=api_key)
+    try:
+        return [backend.generate(*request).text for request in requests]
     finally:
         backend.close()
 
@@ -295,14 +342,3 @@ def latency_summary(answers: Sequence[Answer]) -> dict[str, float]:
     if counted and total_time > 0:
         out["tokens_per_s"] = sum(a.completion_tokens for a in counted) / total_time
     return out
-
-
-def chat_fn(spec: str, max_tokens: int = 128, api_key: str | None = None) -> tuple[Callable[[str], str], Callable[[], None]]:
-    """``(generate, close)``: a one-turn ``prompt -> answer text`` function over a model spec, e.g. for
-    ``privacy_probe``; call ``close`` when done."""
-    backend = load_backend(spec, api_key=api_key)
-
-    def generate(prompt: str) -> str:
-        return backend.generate([{"role": "user", "content": prompt}], max_tokens).text
-
-    return generate, backend.close
