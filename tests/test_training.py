@@ -623,3 +623,39 @@ def test_embedded_smollm2_end_to_end(tmp_path):
     diff = max_logit_difference(base.path, result.adapter_dir, merged, ["How much is the lobster?"])
     print("smollm2 max logit difference:", diff)
     assert diff < 1e-3
+
+
+# ---------------------------------------------------------------- selective checkpointing, Liger kernels
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"gradient_checkpointing": True, "uncheckpointed_layers": -1},
+        {"gradient_checkpointing": True, "uncheckpointed_layers": 1.5},
+        {"gradient_checkpointing": False, "uncheckpointed_layers": 1},
+    ],
+)
+def test_invalid_uncheckpointed_layers_raise(overrides):
+    with pytest.raises(ValueError, match="uncheckpointed_layers"):
+        TrainConfig(**overrides).validate()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_liger_kernels_on_cpu_raise():
+    with pytest.raises(ValueError, match="CUDA"):
+        TrainConfig(liger_kernels=True).validate()
+
+
+@pytest.mark.parametrize("uncheckpointed, recomputed", [(0, [True, True]), (1, [True, False]), (5, [False, False])])
+def test_uncheckpointed_layers_run_their_forward_once(tmp_path, tiny_base, splits, uncheckpointed, recomputed):
+    # A checkpointed decoder layer runs its attention twice per step (forward, then the recompute in the backward,
+    # which stops early, before the MLP's last projection); a layer that keeps its activations runs it once.
+    cfg = tiny_config(max_steps=1, gradient_checkpointing=True, uncheckpointed_layers=uncheckpointed)
+    trainer = build_trainer(cfg, tiny_base, read_split(splits[0]), [], tmp_path / "ckpt")
+    layers = trainer.model.get_base_model().model.layers
+    calls = [0] * len(layers)
+    for i, layer in enumerate(layers):
+        layer.self_attn.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    trainer.train()
+    assert calls == [2 if again else 1 for again in recomputed]
