@@ -11,12 +11,20 @@ export DAGSTER_HOME ?= $(HOMEGROWN_HOME)/dagster
 
 .PHONY: install demo demo-next test test-fast ui mlflow-ui bench-data bench-recipe clean
 
+# Wheels of every pinned package, kept between installs: the first install downloads them and builds
+# llama-cpp-python once (about 5 minutes); a later one, in any clone, installs from disk without the network.
+WHEELHOUSE ?= $(HOME)/.cache/homegrown/wheels
+BUILD_REQUIREMENTS := setuptools==84.2.1 wheel==0.48.0
+OFFLINE_INSTALL = $(BIN)/pip install --quiet --no-index --find-links $(WHEELHOUSE) -c requirements.lock -e '.[dev,llama]'
+
 $(BIN)/homegrown: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==26.3
 	# torch first, pinned to the CPU build (a plain `torch` would pull a multi-GB CUDA build)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,llama]'
+	$(OFFLINE_INSTALL) 2>/dev/null || { \
+	  echo "filling the wheel cache $(WHEELHOUSE) (first install on this machine, or a new pin)"; \
+	  $(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) -r requirements.lock $(BUILD_REQUIREMENTS) && $(OFFLINE_INSTALL); }
 	touch $(BIN)/homegrown
 
 install: $(BIN)/homegrown
