@@ -239,29 +239,17 @@ def random_model(spec: dict[str, Any], tokenizer: Any) -> Any:
 
 def homegrown_config(arm: str, spec: dict[str, Any]) -> Any:
     """The ``TrainConfig`` of a homegrown arm: one pass over the rows, the baseline's adapter and rate."""
-    from homegrown.training.sft import TrainConfig
-
     liger = arm in ("homegrown_liger", "homegrown_liger_partial")
-    return TrainConfig(
-        lora_r=LORA["r"],
-        lora_alpha=LORA["lora_alpha"],
-        lora_dropout=LORA["lora_dropout"],
-        target_modules=LORA["target_modules"],
-        learning_rate=LEARNING_RATE,
+    return bench_train.one_pass_config(
+        LORA, LEARNING_RATE, spec,
         max_seq_length=spec["seq_len"],
-        per_device_batch_size=spec["batch_size"],
         gradient_accumulation=1,
         gradient_checkpointing=True,
         uncheckpointed_layers=spec["uncheckpointed_layers"] if arm == "homegrown_liger_partial" else 0,
         liger_kernels=liger,
-        max_steps=spec["warmup"] + spec["steps"],
-        num_epochs=1.0,
-        eval_steps=None,
-        early_stopping_patience=0,
         batching=spec["batching"],
         qlora=arm == "qlora",
         device=spec["device"],
-        seed=spec["seed"],
     )
 
 

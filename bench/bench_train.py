@@ -363,6 +363,19 @@ def run_baseline(
 # CPU workers (one per subprocess)
 
 
+def one_pass_config(lora: dict[str, Any], learning_rate: float, spec: dict[str, Any], **fields: Any) -> Any:
+    """homegrown's ``TrainConfig`` for a bench arm: the arm's LoRA and rate, ``spec``'s batch size, warm-up +
+    timed steps and seed, one pass, no evaluation or early stopping; ``fields`` set the rest."""
+    from homegrown.training.sft import TrainConfig
+
+    return TrainConfig(
+        lora_r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"],
+        target_modules=lora["target_modules"], learning_rate=learning_rate,
+        per_device_batch_size=spec["batch_size"], max_steps=spec["warmup"] + spec["steps"], num_epochs=1.0,
+        eval_steps=None, early_stopping_patience=0, seed=spec["seed"], **fields,
+    )
+
+
 def _worker(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -370,24 +383,8 @@ def _worker(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(spec["seed"])
     out_dir = Path(spec["work_dir"]) / f"{arm}-{spec['repeat']}"
     if arm == "homegrown":
-        from homegrown.training.sft import TrainConfig
-
-        cfg = TrainConfig(
-            lora_r=LORA["r"],
-            lora_alpha=LORA["lora_alpha"],
-            lora_dropout=LORA["lora_dropout"],
-            target_modules=LORA["target_modules"],
-            learning_rate=LEARNING_RATE,
-            max_seq_length=spec["max_length"],
-            per_device_batch_size=spec["batch_size"],
-            gradient_accumulation=spec["accumulation"],
-            max_steps=spec["warmup"] + spec["steps"],
-            num_epochs=1.0,
-            eval_steps=None,
-            early_stopping_patience=0,
-            device="cpu",
-            seed=spec["seed"],
-        )
+        cfg = one_pass_config(LORA, LEARNING_RATE, spec, max_seq_length=spec["max_length"],
+                              gradient_accumulation=spec["accumulation"], device="cpu")
         result = run_homegrown(cfg, spec["base"], Path(spec["rows_jsonl"]), out_dir, spec["warmup"])
     elif arm in ("baseline", "baseline_fp32"):
         from peft import LoraConfig, get_peft_model

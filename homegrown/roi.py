@@ -511,15 +511,8 @@ def plot_report(report: RoiReport, out_dir: Path | str) -> list[Path]:
         ax.bar(days, daily[column], bottom=bottom, label=label, width=0.8)
         bottom = bottom + daily[column]
     ax.plot(days, daily["all_premium_usd"], color="black", marker="o", label="all on the premium API")
-    ax.set_ylabel("USD per day")
-    ax.set_title("Cost per day: homegrown against the premium API")
-    ax.set_xticks(days[::tick_step], labels[::tick_step])
-    ax.legend()
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    paths.append(out / "cost_per_day.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save_plot(fig, ax, "USD per day", "Cost per day: homegrown against the premium API",
+                            (days[::tick_step], labels[::tick_step]), out / "cost_per_day.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(days, daily["cumulative_net_savings_usd"], marker="o", label="cumulative net savings")
@@ -527,13 +520,21 @@ def plot_report(report: RoiReport, out_dir: Path | str) -> list[Path]:
     if report.totals.get("break_even_day"):
         ax.axvline(labels.index(report.totals["break_even_day"]), color="green", linestyle="--",
                    label=f"break-even {report.totals['break_even_day']}")
-    ax.set_ylabel("USD")
-    ax.set_title("Cumulative net savings (after serving and training cost)")
-    ax.set_xticks(days[::tick_step], labels[::tick_step])
+    paths.append(_save_plot(fig, ax, "USD", "Cumulative net savings (after serving and training cost)",
+                            (days[::tick_step], labels[::tick_step]), out / "cumulative_savings.png"))
+    return paths
+
+
+def _save_plot(fig: Any, ax: Any, ylabel: str, title: str, ticks: tuple[Any, Any], path: Path) -> Path:
+    """Label, lay out and write one of the report's day plots as PNG, then free it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_xticks(*ticks)
     ax.legend()
     fig.autofmt_xdate()
     fig.tight_layout()
-    paths.append(out / "cumulative_savings.png")
-    fig.savefig(paths[-1], dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return paths
+    return path
