@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from homegrown.data.records import normalise_record
 from homegrown.gateway.app import create_app, training_defect
-from homegrown.gateway.backends import BackendPool, LlamaCppBackend, _open_prefix_length, find_base_gguf
+from homegrown.gateway.backends import BackendPool, LlamaCppBackend, open_prefix_length, find_base_gguf
 from homegrown.gateway.logstore import LogStore
 from homegrown.gateway.schemas import ChatCompletionRequest
 from homegrown.gateway.settings import GatewaySettings
@@ -141,9 +141,9 @@ def test_answers_that_cannot_teach_are_not_training_examples(answer, defect):
 
 
 def test_open_tag_prefix_is_held_back():
-    assert _open_prefix_length("Sure <tool") == len("<tool")
-    assert _open_prefix_length("Sure <") == 1
-    assert _open_prefix_length("Sure!") == 0
+    assert open_prefix_length("Sure <tool") == len("<tool")
+    assert open_prefix_length("Sure <") == 1
+    assert open_prefix_length("Sure!") == 0
 
 
 CONVERSATION = [

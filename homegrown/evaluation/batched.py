@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from homegrown.evaluation.runner import Answer, with_tool_calls
-from homegrown.gateway.backends import IM_END, _open_prefix_length
+from homegrown.gateway.backends import IM_END, open_prefix_length
 from homegrown.training.chat import TOOL_CALL_OPEN, ToolCallStream, tool_choice_mode
 from homegrown.training.llama_cpp_util import (
     ChatPromptRenderer,
@@ -350,7 +350,7 @@ class _Decoder:
         """The model wrote ``<tool_call>``: decode the calls under the tool grammar after that prefix."""
         # The backend streams free text as it comes, holding back a tail that could start ``<tool_call>``;
         # what it had sent before this token stays, the rest of the text before the call is right-stripped.
-        safe = len(previous) - _open_prefix_length(previous)
+        safe = len(previous) - open_prefix_length(previous)
         sent = safe if previous[:safe].strip() else 0
         sequence.before = text[:sent] + text[sent:opened].rstrip() if text[:opened].strip() else ""
         sequence.produced = len(sequence.generated)

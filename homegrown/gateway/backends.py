@@ -256,7 +256,7 @@ class LlamaCppBackend:
                     yield from self._call(tokens, text[:opened + len(TOOL_CALL_OPEN)], call_grammar, sampling,
                                           budget)
                     return
-                safe = len(text) - (_open_prefix_length(text) if call_grammar is not None else 0)
+                safe = len(text) - (open_prefix_length(text) if call_grammar is not None else 0)
                 if safe > sent and text[:safe].strip():
                     yield StreamChunk(text=text[sent:safe])
                     sent = safe
@@ -318,7 +318,7 @@ class _Budget:
                 f"{self.backend.name}: no complete answer within {self.backend.timeout_s:.0f}s")
 
 
-def _open_prefix_length(text: str) -> int:
+def open_prefix_length(text: str) -> int:
     """How many trailing characters of ``text`` could be the start of ``<tool_call>`` (held back from the stream)."""
     for size in range(min(len(TOOL_CALL_OPEN) - 1, len(text)), 0, -1):
         if TOOL_CALL_OPEN.startswith(text[-size:]):
