@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from homegrown.data.records import normalise_record
 from homegrown.gateway.app import create_app, training_defect
-from homegrown.gateway.backends import BackendPool, LlamaCppBackend, open_prefix_length, find_base_gguf
+from homegrown.gateway.backends import BackendPool, LlamaCppBackend, find_base_gguf, open_prefix_length
 from homegrown.gateway.logstore import LogStore
 from homegrown.gateway.schemas import ChatCompletionRequest
 from homegrown.gateway.settings import GatewaySettings
