@@ -341,6 +341,13 @@ def test_invalid_config_fails_before_loading(tmp_path, splits):
         train(TrainConfig(lora_r=-1), *splits, base=tmp_path / "missing", output_dir=tmp_path / "out")
 
 
+def test_rows_whose_answers_all_fall_past_max_seq_length_fail_clearly(tmp_path, tiny_base, splits):
+    """Every prompt longer than max_seq_length leaves no answer token to learn from: a message, not a crash
+    deep in the data loader."""
+    with pytest.raises(ValueError, match="keeps an answer token within max_seq_length=16"):
+        train(tiny_config(max_seq_length=16), *splits, base=tiny_base, output_dir=tmp_path / "out")
+
+
 # ---------------------------------------------------------------- base model
 
 

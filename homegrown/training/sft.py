@@ -741,6 +741,10 @@ def train(
     trainer = build_trainer(
         cfg, base, train_rows, eval_rows, checkpoint_dir, [_progress_callback(progress, history)]
     )
+    if len(trainer.train_dataset) == 0:
+        raise ValueError(
+            f"none of the {len(train_rows)} rows of {train_jsonl} keeps an answer token within "
+            f"max_seq_length={cfg.max_seq_length} (the prompts are longer): raise max_seq_length")
     use_bf16 = bool(trainer.args.bf16)
     has_eval = bool(eval_rows)
     early_stopping = bool(trainer.args.load_best_model_at_end)
