@@ -15,10 +15,18 @@ class RetrainDecision:
     new_examples: int
 
 
-def decide_retrain(new_examples: int, min_new: int, seconds_since_last: float | None, cooldown_s: float) -> RetrainDecision:
-    """Pure rule: retrain once ``min_new`` new good examples arrived, at most once per ``cooldown_s``."""
+def decide_retrain(new_examples: int, min_new: int, seconds_since_last: float | None, cooldown_s: float,
+                   rollout_in_progress: str | None = None) -> RetrainDecision:
+    """Pure rule: retrain once ``min_new`` new good examples arrived, at most once per ``cooldown_s``, and
+    not while a staged rollout is deciding (``rollout_in_progress``: what is rolling out). A candidate
+    deployed then would replace the challenger and throw away the live evidence gathered on it; the retrain
+    waits until the rollout promotes or rolls back, and its examples are still counted then."""
     if min_new < 1:
         raise ValueError(f"min_new must be at least 1, got {min_new}")
+    if rollout_in_progress and new_examples >= min_new:
+        return RetrainDecision(False, f"{new_examples} new good examples, but a staged rollout of "
+                                      f"{rollout_in_progress} is in progress; retraining waits for its "
+                                      "promotion or rollback", new_examples)
     if new_examples < min_new:
         return RetrainDecision(False, f"{new_examples} new good examples since the champion's dataset; "
                                       f"waiting for {min_new}", new_examples)

@@ -28,12 +28,25 @@ def retrain_on_new_examples(context: dg.SensorEvaluationContext):
         return dg.SkipReason("no scored dataset yet: materialise scored_dataset (curate_job) first")
     cursor = json.loads(context.cursor) if context.cursor else {}
     since = time.time() - cursor["last_trigger"] if "last_trigger" in cursor else None
-    decision = decide_retrain(new, MIN_NEW_EXAMPLES, since, COOLDOWN_S)
+    decision = decide_retrain(new, MIN_NEW_EXAMPLES, since, COOLDOWN_S, rollout_in_progress=_rolling_out())
     if not decision.run:
         return dg.SkipReason(decision.reason)
     context.update_cursor(json.dumps({"last_trigger": time.time(), "scored_version": scored_version}))
     return dg.RunRequest(run_key=f"retrain-{scored_version}", tags={"homegrown/trigger": "new_examples"},
                          run_config={})
+
+
+def _rolling_out() -> str | None:
+    """The challenger of a staged rollout in progress (``models.json`` has ``rollout``), else None."""
+    from homegrown.gateway.settings import GatewaySettings, read_models_file
+
+    try:
+        models = read_models_file(GatewaySettings().models_file)
+    except ValueError:
+        return None  # an unreadable models.json is the gateway's error to report, not a reason to stop retraining
+    if models.rollout is None or models.challenger is None:
+        return None
+    return f"{models.challenger.name} at {models.canary_share or 0:.0%}"
 
 
 hourly_curation = dg.ScheduleDefinition(

@@ -62,3 +62,28 @@ def test_sensor_skips_then_requests_a_retrain_once(hg_home, monkeypatch):
 
     again = sensors.retrain_on_new_examples(dg.build_sensor_context(instance=instance, cursor=context.cursor))
     assert isinstance(again, dg.SkipReason) and "cooldown" in again.skip_message
+
+
+def test_no_retrain_while_a_staged_rollout_decides(hg_home, monkeypatch):
+    """A retrain deployed mid-rollout would replace the challenger and waste its live evidence: it waits."""
+    from homegrown.gateway.settings import GatewaySettings, ModelsFile, ModelSpec, RolloutMarker
+    from pipelines import sensors
+
+    assert "staged rollout of v2" in decide_retrain(500, 100, None, 60, rollout_in_progress="v2").reason
+    assert not decide_retrain(500, 100, None, 60, rollout_in_progress="v2").run
+    assert "waiting for 100" in decide_retrain(5, 100, None, 60, rollout_in_progress="v2").reason
+
+    monkeypatch.setattr(sensors, "MIN_NEW_EXAMPLES", 3)
+    store = ArtifactStore(hg_home / "artifacts")
+    _scored(store, ["a", "b", "c", "d"], "v2")
+    spec = ModelSpec(name="homegrown-v2", gguf_path="/models/v2.gguf", version="2")
+    ModelsFile(champion=spec.model_copy(update={"name": "homegrown-v1"}), challenger=spec, canary_share=0.5,
+               rollout=RolloutMarker(started_at="2026-12-01T00:00:00Z", step_started_at="2026-12-01T01:00:00Z"),
+               ).write(GatewaySettings().models_file)
+    instance = dg.DagsterInstance.ephemeral()
+    waiting = sensors.retrain_on_new_examples(dg.build_sensor_context(instance=instance))
+    assert isinstance(waiting, dg.SkipReason) and "staged rollout of homegrown-v2 at 50%" in waiting.skip_message
+
+    ModelsFile(champion=spec).write(GatewaySettings().models_file)  # promoted: the rollout is over
+    request = sensors.retrain_on_new_examples(dg.build_sensor_context(instance=instance))
+    assert isinstance(request, dg.RunRequest)
