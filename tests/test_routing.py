@@ -216,3 +216,35 @@ def test_matched_keyword(prompt, keywords, expected):
 )
 def test_is_unusable(text, finish_reason, asked, expected):
     assert is_unusable(text, finish_reason, max_tokens_requested=asked) == expected
+
+
+# -- specialists ---------------------------------------------------------------------------------------------
+
+from homegrown.gateway.settings import SPECIALIST
+
+
+def test_declared_type_with_an_adapter_goes_to_the_specialist():
+    roles = (CHAMPION, SPECIALIST)
+    decision = choose_route("c1", make_settings(), roles, example_type="faq", specialist_types=["faq"])
+    assert (decision.primary, decision.reason) == (SPECIALIST, "specialist:faq")
+    assert fallback_chain(decision, roles) == [SPECIALIST, CHAMPION]  # no premium API: the general model
+    assert fallback_chain(decision, (*roles, FALLBACK)) == [SPECIALIST, FALLBACK]
+    for example_type in ("support", None, ""):
+        assert choose_route("c1", make_settings(), roles, example_type=example_type,
+                            specialist_types=["faq"]).primary == CHAMPION
+    # Without the specialist role loaded, its types mean nothing.
+    assert choose_route("c1", make_settings(), (CHAMPION,), example_type="faq",
+                        specialist_types=["faq"]).primary == CHAMPION
+
+
+def test_specialist_yields_to_pins_rules_and_default_fallback_but_not_to_the_canary():
+    roles = (CHAMPION, CHALLENGER, SPECIALIST, FALLBACK)
+    kwargs = {"example_type": "faq", "specialist_types": ["faq"]}
+    assert choose_route("c1", make_settings(with_fallback=True), roles, pinned=CHAMPION, **kwargs).primary == CHAMPION
+    assert choose_route("c1", make_settings(premium_keywords=["refund"], with_fallback=True), roles,
+                        prompt="a refund please", **kwargs).primary == FALLBACK
+    assert choose_route("c1", make_settings(default_role=FALLBACK), roles, **kwargs).primary == FALLBACK
+    everyone = make_settings(canary_share=1.0, with_fallback=True)
+    assert choose_route("c1", everyone, roles, **kwargs).primary == SPECIALIST
+    shadowed = choose_route("c1", make_settings(shadow=True, with_fallback=True), roles, **kwargs)
+    assert (shadowed.primary, shadowed.shadow) == (SPECIALIST, CHAMPION)

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from homegrown.evaluation.runner import Answer, with_tool_calls
-from homegrown.gateway.backends import IM_END, open_prefix_length
+from homegrown.gateway.backends import IM_END, load_lora, open_prefix_length
 from homegrown.training.chat import TOOL_CALL_OPEN, ToolCallStream, tool_choice_mode
 from homegrown.training.llama_cpp_util import (
     ChatPromptRenderer,
@@ -118,7 +118,7 @@ class BatchedGGUF:
     """
 
     def __init__(self, gguf_path: Path | str, *, parallel: int = 8, workers: int | None = None,
-                 n_ctx: int = 4096):
+                 n_ctx: int = 4096, lora: Path | str | None = None):
         import llama_cpp
 
         if parallel < 1:
@@ -130,6 +130,8 @@ class BatchedGGUF:
         self.n_ctx = n_ctx
         # The loader's own context only tokenizes; answers are decoded in the workers' contexts.
         self.llm = load_llama(self.path, n_ctx=256, n_threads=1)
+        # A LoRA file (a specialist) is loaded once beside the model and applied in every worker's context.
+        self.lora = load_lora(self.llm, Path(lora)) if lora is not None else None
         self.renderer = ChatPromptRenderer(self.llm)
         self.vocab = self.llm._model.vocab
         self.n_vocab = self.llm.n_vocab()
@@ -209,6 +211,11 @@ class _Decoder:
         self.ctx = lib.llama_init_from_model(model.llm._model.model, params)
         if not self.ctx:
             raise RuntimeError(f"{model.path}: llama.cpp could not make a context of {params.n_ctx} tokens")
+        if model.lora is not None:
+            adapters = (lib.llama_adapter_lora_p_ctypes * 1)(model.lora)
+            if lib.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0:
+                lib.llama_free(self.ctx)
+                raise RuntimeError(f"{model.path}: llama.cpp could not apply the LoRA adapter")
         self.memory = lib.llama_get_memory(self.ctx)
         self.batch = lib.llama_batch_init(BATCH_TOKENS, 0, 1)
         self.cached: list[list[int]] = [[] for _ in range(self.parallel)]  # the tokens in each slot's cache

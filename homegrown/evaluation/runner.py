@@ -2,7 +2,9 @@
 
 A model is named by a spec string:
 
-- a ``.gguf`` file (or a folder holding exactly one and no ``config.json``): llama.cpp on CPU;
+- a ``.gguf`` file (or a folder holding exactly one and no ``config.json``): llama.cpp on CPU; a base GGUF
+  with a llama.cpp LoRA file applied is ``<base.gguf>?lora=<adapter.gguf>`` (:func:`lora_spec`), how a
+  specialist is served;
 - a Hugging Face model folder (``config.json`` + tokenizer): transformers ``generate``;
 - an ``http(s)://`` URL of an OpenAI-compatible API, ``#model-name`` appended to pick the model
   (default ``"default"``); the key comes from the argument, ``HOMEGROWN_EVAL_API_KEY`` or ``OPENAI_API_KEY``;
@@ -100,12 +102,16 @@ def render_prompt(example: dict[str, Any]) -> list[dict[str, str]]:
 
 class GGUFBackend:
     """A GGUF file through the gateway's llama.cpp backend: the same rendering, grammar and tool-call parsing
-    as served traffic, greedy."""
+    as served traffic, greedy. With ``lora``, that adapter is applied as the gateway's specialist applies it."""
 
-    def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int | None = None):
+    _ADAPTER = "eval"
+
+    def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int | None = None, lora: Path | None = None):
         from homegrown.gateway.backends import LlamaCppBackend
 
-        self.backend = LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, name=path.stem, timeout_s=3600)
+        self.backend = LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, name=path.stem, timeout_s=3600,
+                                       adapters={self._ADAPTER: lora} if lora is not None else None)
+        self.metadata = {"example_type": self._ADAPTER} if lora is not None else None
 
     def generate(self, messages: list[dict[str, Any]], max_tokens: int,
                  response_format: dict[str, Any] | None = None,
@@ -114,7 +120,7 @@ class GGUFBackend:
 
         request = ChatCompletionRequest(
             model=self.backend.name, messages=messages, max_tokens=max_tokens, temperature=0.0, seed=0,
-            tools=tools, response_format=response_format)
+            tools=tools, response_format=response_format, metadata=self.metadata)
         start = time.perf_counter()
         completion = self.backend.complete(request)
         latency = time.perf_counter() - start
@@ -199,6 +205,29 @@ class EndpointBackend:
         self.client.close()
 
 
+LORA_SEPARATOR = "?lora="
+
+
+def lora_spec(base_gguf: Path | str, lora_gguf: Path | str) -> str:
+    """The model spec of a base GGUF with a llama.cpp LoRA file applied (a specialist)."""
+    return f"{base_gguf}{LORA_SEPARATOR}{lora_gguf}"
+
+
+def gguf_and_lora(spec: str) -> tuple[Path | None, Path | None]:
+    """The GGUF file a spec names (see :func:`gguf_file`) and the LoRA file applied to it, if any."""
+    if spec.startswith(("http://", "https://")):
+        return None, None
+    if LORA_SEPARATOR in spec:
+        base, lora = spec.split(LORA_SEPARATOR, 1)
+        gguf = gguf_file(base)
+        if gguf is None:
+            raise ValueError(f"{spec!r}: a LoRA file needs a base GGUF file, not {base!r}")
+        if not Path(lora).is_file():
+            raise ValueError(f"{spec!r}: the LoRA file {lora} does not exist")
+        return gguf, Path(lora)
+    return gguf_file(spec), None
+
+
 def gguf_file(spec: str) -> Path | None:
     """The GGUF file a model spec names: a ``.gguf`` file, or a folder holding exactly one and no
     ``config.json`` (None for anything else); ``ValueError`` for a folder holding several."""
@@ -219,9 +248,9 @@ def load_backend(spec: str, api_key: str | None = None) -> Backend:
         raise ValueError("the incumbent has no backend: its answers come from the data (run_model)")
     if spec.startswith(("http://", "https://")):
         return EndpointBackend(spec, api_key=api_key)
-    gguf = gguf_file(spec)
+    gguf, lora = gguf_and_lora(spec)
     if gguf is not None:
-        return GGUFBackend(gguf)
+        return GGUFBackend(gguf, lora=lora)
     path = Path(spec)
     if path.is_dir():
         if (path / "config.json").exists():
@@ -294,9 +323,9 @@ def run_model(
     prompts = [prompt_fn(e) for e in examples]
     requests = [(p, answer_budget(e, max_tokens), response_format_for(e), example_tools(e))
                 for p, e in zip(prompts, examples, strict=True)]
-    gguf = None if sequential or spec.startswith(("http://", "https://")) else gguf_file(spec)
+    gguf, lora = (None, None) if sequential else gguf_and_lora(spec)
     if gguf is not None:
-        return _answer_batched(gguf, requests)
+        return _answer_batched(gguf, requests, lora)
     backend = load_backend(spec, api_key=api_key)
     try:
         return [backend.generate(*request) for request in requests]
@@ -304,10 +333,10 @@ def run_model(
         backend.close()
 
 
-def _answer_batched(gguf: Path, requests: list[tuple]) -> list[Answer]:
+def _answer_batched(gguf: Path, requests: list[tuple], lora: Path | None = None) -> list[Answer]:
     from homegrown.evaluation.batched import BatchedGGUF, Request
 
-    model = BatchedGGUF(gguf)
+    model = BatchedGGUF(gguf, lora=lora)
     try:
         return model.answer([Request(*request) for request in requests])
     finally:
@@ -319,9 +348,9 @@ def answer_prompts(spec: str, prompts: Sequence[str], max_tokens: int = 128,
     """One-turn answers to ``prompts`` (each the user message), e.g. for ``privacy_probe``; a GGUF model
     answers them all together, as in :func:`run_model`."""
     requests = [([{"role": "user", "content": prompt}], max_tokens, None, None) for prompt in prompts]
-    gguf = None if spec.startswith(("http://", "https://")) else gguf_file(spec)
+    gguf, lora = gguf_and_lora(spec)
     if gguf is not None:
-        return [answer.text for answer in _answer_batched(gguf, requests)]
+        return [answer.text for answer in _answer_batched(gguf, requests, lora)]
     backend = load_backend(spec, api_key=api_key)
     try:
         return [backend.generate(*request).text for request in requests]

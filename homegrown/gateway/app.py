@@ -51,7 +51,7 @@ from homegrown.gateway.schemas import (
     ResponseMessage,
     Usage,
 )
-from homegrown.gateway.settings import FALLBACK, GatewaySettings, key_id
+from homegrown.gateway.settings import FALLBACK, SPECIALIST, SPECIALIST_KEY, GatewaySettings, key_id
 from homegrown.gateway.spool import LogSpool
 from homegrown.gateway.trust import example_type_for
 from homegrown.gateway.worker import WorkerDied
@@ -644,6 +644,9 @@ def chat_completions(
     response_id = f"chatcmpl-{uuid.uuid4().hex}"
     meta_conversation = (body.metadata or {}).get("conversation_id")
     conversation_id = str(meta_conversation or x_conversation_id or response_id)
+    example_type = str(x_example_type or (body.metadata or {}).get(SPECIALIST_KEY) or "chat")
+    # Routed on the type the log will record: a request with tools is a tool_invocation whatever it declares.
+    served_type = example_type_for(example_type, body.tools)
     try:
         decision = choose_route(
             conversation_id,
@@ -651,9 +654,14 @@ def chat_completions(
             pool.roles(),
             prompt=body.prompt_text(),
             pinned=pinned,
+            example_type=served_type,
+            specialist_types=pool.specialist_types(),
         )
     except NoRouteError as exc:
         raise GatewayError(503, str(exc), type_="api_error", code="no_backend") from exc
+    if SPECIALIST in (decision.primary, pinned):
+        # The specialist picks its adapter from the request's metadata: the header's type travels there too.
+        body = body.model_copy(update={"metadata": {**(body.metadata or {}), SPECIALIST_KEY: served_type}})
     now = time.time()
     ctx = RequestContext(
         id=response_id,
@@ -661,7 +669,7 @@ def chat_completions(
         created_at=utc_now_iso(),
         conversation_id=conversation_id,
         org_id=caller.org_id,
-        example_type=x_example_type or (body.metadata or {}).get("example_type") or "chat",
+        example_type=example_type,
         decision=decision,
         started=time.perf_counter(),
         max_tokens_requested=requested is not None,

@@ -9,12 +9,13 @@ backends by role and swaps one atomically while requests in flight finish on the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -23,6 +24,8 @@ from homegrown.gateway.schemas import ChatCompletionRequest
 from homegrown.gateway.settings import (
     FALLBACK,
     ROLES,
+    SPECIALIST,
+    SPECIALIST_KEY,
     GatewaySettings,
     ModelsFile,
     ModelSpec,
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 BASE_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_TEMPERATURE = 0.2  # used when a request sets none; small models ramble at OpenAI's default of 1.0
 IM_END = "<|im_end|>"
+ADAPTER_KEY = SPECIALIST_KEY  # the request's metadata field that picks a LoRA adapter
 
 
 class BackendError(Exception):
@@ -137,6 +141,17 @@ def _load_llama(gguf_path: Path, n_ctx: int, n_threads: int | None, repack: bool
     return load_llama(gguf_path, n_ctx=n_ctx, n_threads=n_threads, extra_buffer_types=True if repack else None)
 
 
+def load_lora(llm: Any, path: Path) -> Any:
+    """Load a llama.cpp LoRA file beside ``llm``'s model; freed (before the model) when ``llm`` closes."""
+    import llama_cpp
+
+    adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
+    if not adapter:
+        raise ValueError(f"llama.cpp could not load the LoRA file {path} (not an adapter of this model?)")
+    llm._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)
+    return adapter
+
+
 class LlamaCppBackend:
     """A GGUF model served in-process by llama.cpp, one request at a time.
 
@@ -169,12 +184,17 @@ class LlamaCppBackend:
         name: str | None = None,
         timeout_s: float = 60.0,
         repack: bool = False,
+        adapters: Mapping[str, Path | str] | None = None,
     ):
         self.gguf_path = Path(gguf_path)
         if not self.gguf_path.is_file():
             raise FileNotFoundError(f"GGUF model file not found: {self.gguf_path}")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        adapter_paths = {str(key): Path(path) for key, path in (adapters or {}).items()}
+        for key, path in adapter_paths.items():
+            if not path.is_file():
+                raise FileNotFoundError(f"LoRA file of adapter {key!r} not found: {path}")
         self.name = name or self.gguf_path.stem
         self.n_ctx = n_ctx
         self.timeout_s = timeout_s
@@ -183,13 +203,43 @@ class LlamaCppBackend:
         self._llm = _load_llama(self.gguf_path, n_ctx, n_threads, repack)
         try:
             self._renderer = ChatPromptRenderer(self._llm)
+            self._adapters = {key: load_lora(self._llm, path) for key, path in adapter_paths.items()}
         except ValueError as exc:
             self._llm.close()
             raise ValueError(f"{self.gguf_path}: {exc}") from exc
+        self._adapter_paths = adapter_paths
+        self._active_adapter: str | None = None
         self._stops = [s for s in {IM_END, self._renderer.eos} if s]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "backend": self.kind, "source": str(self.gguf_path), "n_ctx": self.n_ctx}
+        info = {"name": self.name, "backend": self.kind, "source": str(self.gguf_path), "n_ctx": self.n_ctx}
+        if self._adapter_paths:
+            info["adapters"] = {key: str(path) for key, path in sorted(self._adapter_paths.items())}
+        return info
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return sorted(self._adapter_paths)
+
+    def _use_adapter(self, request: ChatCompletionRequest) -> None:
+        """With adapters: apply the one the request's ``metadata.example_type`` names (BackendError if none
+        does). Switching drops the cached prompt, whose keys and values the previous adapter computed."""
+        if not self._adapters:
+            return
+        wanted = str((request.metadata or {}).get(ADAPTER_KEY) or "")
+        if wanted not in self._adapters:
+            raise BackendError(f"{self.name}: no adapter for {ADAPTER_KEY} {wanted!r} "
+                               f"(serves {', '.join(self.adapter_names)})")
+        if wanted == self._active_adapter:
+            return
+        import llama_cpp
+
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[wanted])
+        scales = (ctypes.c_float * 1)(1.0)
+        if llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, adapters, 1, scales) != 0:
+            raise BackendError(f"{self.name}: llama.cpp could not apply the adapter {wanted!r}")
+        self._llm.reset()
+        self._active_adapter = wanted
 
     def complete(self, request: ChatCompletionRequest) -> Completion:
         return collect(self.stream(request))
@@ -206,6 +256,7 @@ class LlamaCppBackend:
             self._lock.release()
 
     def _generate(self, request: ChatCompletionRequest, deadline: float) -> Iterator[StreamChunk]:
+        self._use_adapter(request)
         messages = [message.to_log() for message in request.messages]
         tools = request.tools or None
         try:
@@ -465,6 +516,7 @@ def build_backend(spec: ModelSpec, settings: GatewaySettings) -> Backend:
             name=spec.name,
             timeout_s=settings.local_timeout_s,
             repack=settings.llama_repack,
+            adapters=spec.adapters,
         )
     api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
     if spec.api_key_env and api_key is None:
@@ -570,6 +622,11 @@ class BackendPool:
         with self._lock:
             slot = self._slots.get(role)
             return slot.backend if slot else None
+
+    def specialist_types(self) -> list[str]:
+        """The example types the specialist role has an adapter for (none when no specialist is loaded)."""
+        backend = self.get(SPECIALIST)
+        return list(getattr(backend, "adapter_names", [])) if backend is not None else []
 
     def role_for_model(self, model: str) -> str | None:
         """The role a request's ``model`` names: a role name or a loaded model's name; None otherwise."""

@@ -16,7 +16,14 @@ import httpx
 
 from homegrown.gateway.logstore import utc_now_iso
 from homegrown.gateway.server import running_gateway, start_background
-from homegrown.gateway.settings import GatewaySettings, ModelsFile, ModelSpec, RolloutMarker, read_models_file
+from homegrown.gateway.settings import (
+    SPECIALIST_KEY,
+    GatewaySettings,
+    ModelsFile,
+    ModelSpec,
+    RolloutMarker,
+    read_models_file,
+)
 from homegrown.tracking import Tracker
 
 ROLLOUT_MODES = ("auto", "staged", "immediate")
@@ -169,3 +176,117 @@ def restore_aliases(tracker: Tracker, saved: dict[str, dict[str, Any] | None]) -
                 tracker.set_alias(alias, str(before["version"]))
         elif now is not None:
             tracker.delete_alias(alias)
+
+
+def smoke_requests_for(test_parquet: Path | str, example_types: list[str]) -> dict[str, dict[str, Any]]:
+    """One request per type for the deployment's smoke test: the first test example of the type (by id), as
+    the app would send it: its messages but the last, and its tools."""
+    import json
+
+    import pandas as pd
+
+    frame = pd.read_parquet(test_parquet).sort_values("example_id")
+    out: dict[str, dict[str, Any]] = {}
+    for example_type in example_types:
+        rows = frame[frame[SPECIALIST_KEY].fillna("chat").astype(str) == example_type]
+        if rows.empty:
+            raise ValueError(f"the test split has no {example_type} example to smoke-test its specialist with")
+        row = rows.iloc[0]
+        messages = json.loads(row["messages"]) if isinstance(row["messages"], str) else list(row["messages"])
+        tools = row.get("tools")
+        if isinstance(tools, str):
+            tools = json.loads(tools) if tools.strip() else None
+        elif not hasattr(tools, "__len__"):
+            tools = None  # missing in this row (NaN)
+        out[example_type] = {"messages": [dict(m) for m in messages[:-1]],
+                             "tools": [dict(t) for t in tools] if tools is not None and len(tools) else None}
+    return out
+
+
+def deploy_specialists(
+    base_gguf: str,
+    adapters: dict[str, str],
+    smoke_requests: dict[str, dict[str, Any]],
+    *,
+    name: str,
+    gateway_url: str | None = None,
+    start_timeout_s: float = 120,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Serve ``adapters`` (example type -> llama.cpp LoRA file) over ``base_gguf`` as the gateway's
+    ``specialist`` role, then send each type one request through the real ``openai`` client
+    (``smoke_requests[type]``: ``messages`` and ``tools``, the type declared in ``metadata``): every one must be
+    answered by the specialist. On failure the previous ``specialist`` entry is restored."""
+    missing = sorted(set(adapters) - set(smoke_requests))
+    if missing:
+        raise ValueError(f"no smoke example for the specialist types {missing}")
+    settings = GatewaySettings()
+    path = Path(settings.models_file)
+    previous_models = read_models_file(path) if path.exists() else None
+    if previous_models is None or previous_models.champion is None:
+        raise ValueError("specialists serve beside a general champion, which answers every other request: "
+                         "deploy a model first (deployed_endpoint)")
+    spec = ModelSpec(name=name, gguf_path=str(base_gguf), adapters={k: str(v) for k, v in adapters.items()})
+    previous_models.model_copy(update={"specialist": spec}).write(path)
+
+    api_key = settings.client_api_key()
+    gateway = None if gateway_url else running_gateway()
+    url = gateway_url or (gateway["url"] if gateway and gateway.get("healthy") else "")
+    answers: dict[str, str] = {}
+    try:
+        if url:
+            log(f"gateway running at {url}: hot-reloading the specialists {sorted(adapters)}")
+            _reload(url, settings)
+        else:
+            log("no gateway running: starting one in the background")
+            url = start_background(settings, timeout_s=start_timeout_s)
+        ok, detail = True, "ok"
+        for example_type, request in sorted(smoke_requests.items()):
+            if example_type not in adapters:
+                continue
+            good, why, answer = _smoke_specialist(url, api_key, name, example_type, request, SPECIALIST_KEY)
+            answers[example_type] = answer
+            if not good:
+                ok, detail = False, f"{example_type}: {why}"
+                break
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:
+        ok, detail = False, f"loading the specialists failed: {exc}"
+    outcome = {"url": url, "model": name, "adapters": dict(adapters), "api_key": api_key, "smoke_ok": ok,
+               "smoke_detail": detail, "answers": answers, "rolled_back": False}
+    if ok:
+        log(f"{name} serves {', '.join(sorted(adapters))} at {url}")
+        return outcome
+    log(f"specialist smoke test failed ({detail}): restoring the previous specialists")
+    previous_models.write(path)
+    if url:
+        try:
+            _reload(url, settings)
+        except (RuntimeError, httpx.HTTPError) as exc:
+            log(f"reload after rollback failed: {exc}")
+    outcome["rolled_back"] = True
+    return outcome
+
+
+def _smoke_specialist(url: str, api_key: str, expected_model: str, example_type: str, request: dict[str, Any],
+                      key: str, timeout_s: float = 120) -> tuple[bool, str, str]:
+    """One request of ``example_type`` through the real ``openai`` client: answered, by the specialist?"""
+    import json
+
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{url.rstrip('/')}/v1", api_key=api_key, timeout=timeout_s, max_retries=0)
+    tools = request.get("tools") or None
+    try:
+        response = client.chat.completions.create(
+            model="homegrown", messages=request["messages"], max_tokens=96, temperature=0,
+            metadata={key: example_type}, **({"tools": tools} if tools else {}))
+    except Exception as exc:  # noqa: BLE001 - any failure of the request fails the smoke test
+        return False, f"request failed: {exc}", ""
+    message = response.choices[0].message
+    answer = (message.content or "").strip() or json.dumps(
+        [call.model_dump() for call in message.tool_calls or []])
+    if answer in ("", "[]"):
+        return False, "empty answer", ""
+    if response.model != expected_model:
+        return False, f"answered by {response.model!r}, expected the specialist {expected_model!r}", answer
+    return True, "ok", answer

@@ -11,7 +11,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from homegrown.gateway.settings import FALLBACK, GatewaySettings
+from homegrown.gateway.settings import FALLBACK, SPECIALIST, GatewaySettings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -52,14 +52,17 @@ def choose_route(
     *,
     prompt: str = "",
     pinned: str | None = None,
+    example_type: str | None = None,
+    specialist_types: Collection[str] = (),
 ) -> RouteDecision:
     """Decide which role answers a request.
 
     ``request_id`` is the key of the canary split; pass the conversation id so that a whole conversation
     stays on one model. In order: a ``pinned`` role (the request named a model); the rule router (a
     configured keyword, or a prompt of at least ``premium_min_prompt_chars``) sends to the premium API;
-    ``default_role=fallback`` sends there too; otherwise the canary share goes to the challenger and the
-    rest to the champion. With ``shadow`` on, a second model answers beside the primary: the challenger
+    ``default_role=fallback`` sends there too; a request whose declared ``example_type`` is one of
+    ``specialist_types`` goes to the specialist (one base with an adapter per type); otherwise the canary
+    share goes to the challenger and the rest to the champion. With ``shadow`` on, a second model answers beside the primary: the challenger
     beside the champion, the champion beside the challenger or the premium API.
 
     ``settings.canary_share`` and ``settings.shadow`` are the live values: ``models.json`` overrides the
@@ -85,6 +88,8 @@ def choose_route(
         primary, reason = FALLBACK, "rule:long_prompt"
     elif settings.default_role == FALLBACK and FALLBACK in roles:
         primary, reason = FALLBACK, "default:fallback"
+    elif SPECIALIST in roles and example_type and example_type in specialist_types:
+        primary, reason = SPECIALIST, f"specialist:{example_type}"
     elif (
         CHALLENGER in roles
         and settings.canary_share > 0
@@ -102,7 +107,7 @@ def choose_route(
     if settings.shadow:
         if primary == CHAMPION:
             candidates = [CHALLENGER]
-        elif primary == CHALLENGER:
+        elif primary in (CHALLENGER, SPECIALIST):
             candidates = [CHAMPION]
         else:
             candidates = [CHAMPION, CHALLENGER]
@@ -111,11 +116,14 @@ def choose_route(
 
 
 def fallback_chain(decision: RouteDecision, available: Collection[str]) -> list[str]:
-    """The roles to try in order: the primary, then the premium API, and the champion behind the premium API."""
+    """The roles to try in order: the primary, then the premium API, and the champion behind the premium API.
+
+    A specialist that fails falls back to the premium API, or to the general champion where there is none.
+    """
     chain = [decision.primary]
     if decision.primary != FALLBACK and FALLBACK in available:
         chain.append(FALLBACK)
-    elif decision.primary == FALLBACK and CHAMPION in available:
+    elif decision.primary in (FALLBACK, SPECIALIST) and CHAMPION in available:
         chain.append(CHAMPION)
     return chain
 

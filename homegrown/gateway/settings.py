@@ -24,7 +24,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from homegrown import paths
 
-ROLES = ("champion", "challenger")
+ROLES = ("champion", "challenger", "specialist")
+SPECIALIST = "specialist"
+# The request field that names a specialist: ``metadata.example_type`` or the ``X-Example-Type`` header.
+SPECIALIST_KEY = "example_type"
 FALLBACK = "fallback"
 
 
@@ -44,11 +47,16 @@ class ModelSpec(BaseModel):
     model: str | None = Field(default=None, description="the upstream's model name (default: name)")
     api_key_env: str | None = Field(default=None, description="environment variable holding the upstream key")
     version: str | None = Field(default=None, description="registry version, for /health")
+    adapters: dict[str, str] | None = Field(
+        default=None, description="llama.cpp LoRA files by example type, applied to gguf_path per request "
+                                  "(the specialists: one base, one adapter per type)")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.gguf_path is None) == (self.base_url is None):
             raise ValueError(f"model {self.name!r}: give exactly one of 'gguf_path' or 'base_url'")
+        if self.adapters is not None and (self.gguf_path is None or not self.adapters):
+            raise ValueError(f"model {self.name!r}: 'adapters' needs 'gguf_path' and at least one adapter")
         return self
 
 
@@ -72,6 +80,9 @@ class ModelsFile(BaseModel):
 
     champion: ModelSpec | None = None
     challenger: ModelSpec | None = None
+    specialist: ModelSpec | None = Field(
+        default=None, description="one base GGUF with a LoRA adapter per example type; a request declaring a "
+                                  "type it serves is answered by that adapter")
     canary_share: float | None = Field(default=None, ge=0.0, le=1.0, description="share of conversations for the challenger")
     shadow: bool | None = Field(default=None, description="a second model answers beside the primary, logged only")
     rollout: RolloutMarker | None = None
@@ -80,6 +91,8 @@ class ModelsFile(BaseModel):
     def _rollout_needs_challenger(self) -> ModelsFile:
         if self.rollout is not None and self.challenger is None:
             raise ValueError("'rollout' is set but there is no 'challenger' to roll out")
+        if self.specialist is not None and not self.specialist.adapters:
+            raise ValueError("'specialist' must name its 'adapters' (example type -> LoRA file)")
         return self
 
     def specs(self) -> dict[str, ModelSpec]:

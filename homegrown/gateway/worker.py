@@ -19,7 +19,7 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -86,6 +86,7 @@ class ProcessBackend:
         name: str | None = None,
         timeout_s: float = 60.0,
         repack: bool = False,
+        adapters: Mapping[str, Path | str] | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
     ):
         self.gguf_path = Path(gguf_path)
@@ -98,7 +99,8 @@ class ProcessBackend:
         self.timeout_s = timeout_s
         self.startup_timeout_s = startup_timeout_s
         self._config = {"gguf_path": str(self.gguf_path), "n_ctx": n_ctx, "n_threads": n_threads,
-                        "name": self.name, "timeout_s": timeout_s, "repack": repack}
+                        "name": self.name, "timeout_s": timeout_s, "repack": repack,
+                        "adapters": {str(k): str(v) for k, v in (adapters or {}).items()}}
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()  # one request at a time, as llama.cpp serves them
         self._state = threading.Condition()  # guards the fields below; notified when the worker changes
@@ -119,8 +121,15 @@ class ProcessBackend:
             info = {"mode": "process", "up": worker is not None and worker.process.is_alive(),
                     "pid": worker.pid if worker else None, "restarts": self._restarts,
                     "last_exit": self._last_exit, "last_error": self._last_error}
-        return {"name": self.name, "backend": self.kind, "source": str(self.gguf_path), "n_ctx": self.n_ctx,
-                "worker": info}
+        out = {"name": self.name, "backend": self.kind, "source": str(self.gguf_path), "n_ctx": self.n_ctx,
+               "worker": info}
+        if self._config["adapters"]:
+            out["adapters"] = dict(sorted(self._config["adapters"].items()))
+        return out
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return sorted(self._config["adapters"])
 
     def complete(self, request: ChatCompletionRequest) -> Completion:
         return collect(self.stream(request))
@@ -361,7 +370,8 @@ def _serve(conn: Connection, config: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the gateway, which stops us
     try:
         backend = LlamaCppBackend(config["gguf_path"], config["n_ctx"], config["n_threads"], name=config["name"],
-                                  timeout_s=config["timeout_s"], repack=config["repack"])
+                                  timeout_s=config["timeout_s"], repack=config["repack"],
+                                  adapters=config["adapters"])
     except Exception as exc:  # noqa: BLE001 (reported to the gateway, which raises it)
         conn.send(("failed", type(exc).__name__, str(exc)))
         return
