@@ -1,5 +1,6 @@
 """deployed_endpoint: make the gateway serve the new model, at once or as a challenger in a staged rollout;
-rollout_state: the staged rollout's decisions, reported by the ``staged_rollout`` sensor."""
+rollout_state: the staged rollout's decisions, reported by the ``staged_rollout`` sensor;
+deployed_specialists: the specialists that passed their gate, served from one base beside the champion."""
 
 from typing import Literal
 
@@ -7,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run
-from homegrown.gateway.deploy import deploy_model
+from homegrown.gateway.deploy import deploy_model, deploy_specialists, smoke_requests_for
 from homegrown.rollout import Decision
 from resources import MlflowResource, StorageResource
 
@@ -96,3 +97,46 @@ def rollout_materialization(decision: Decision) -> dg.AssetMaterialization:
     if decision.mlflow_run_id:
         metadata["mlflow_run_id"] = dg.MetadataValue.text(decision.mlflow_run_id)
     return dg.AssetMaterialization(asset_key="rollout_state", description=decision.reason, metadata=metadata)
+
+
+class SpecialistDeployConfig(dg.Config):
+    only_passed: bool = Field(default=True, description="Serve only the specialists whose gate passed.")
+    types: list[str] = Field(default=[], description="Serve only these example types (empty: every one trained).")
+    start_timeout_s: int = Field(default=120, description="Limit on starting a background gateway.")
+
+
+@dg.asset(
+    group_name="specialists", kinds={"openai"}, deps=["specialist_adapters", "dataset_splits"],
+    pool="stage_deployed_specialists",
+    check_specs=[dg.AssetCheckSpec(
+        "specialist_smoke_test", asset="deployed_specialists", blocking=True,
+        description="Each served type answers through the real openai client from its adapter; else the "
+                    "previous specialists are restored.")],
+)
+def deployed_specialists(
+    context: dg.AssetExecutionContext, config: SpecialistDeployConfig, store: StorageResource,
+) -> dg.MaterializeResult:
+    """The gateway's ``specialist`` role: the base GGUF with the passed adapters, one per example type."""
+    artifacts = store.store()
+    trained = artifacts.require_latest("specialist_adapters")
+    chosen = [s for s in trained["specialists"] if (s["gate_passed"] or not config.only_passed)
+              and (not config.types or s["example_type"] in config.types)]
+    if not chosen:
+        raise RuntimeError("no specialist passed its gate; nothing to deploy (the report says why per type)")
+    smoke = smoke_requests_for(artifacts.require_latest("dataset_splits")["paths"]["test"]["parquet"],
+                           [s["example_type"] for s in chosen])
+    outcome = deploy_specialists(
+        trained["base_gguf"], {s["example_type"]: s["lora_gguf"] for s in chosen}, smoke,
+        name=f"homegrown-specialists-{trained['dataset_version']}", start_timeout_s=config.start_timeout_s,
+        log=context.log.info)
+    if outcome["smoke_ok"]:
+        artifacts.record_latest("deployed_specialists", {k: v for k, v in outcome.items() if k != "api_key"})
+    return dg.MaterializeResult(
+        metadata={"url": dg.MetadataValue.url(outcome["url"]), "model": dg.MetadataValue.text(outcome["model"]),
+                  "types": dg.MetadataValue.text(", ".join(sorted(outcome["adapters"]))),
+                  "answers": dg.MetadataValue.json(outcome["answers"])},
+        check_results=[dg.AssetCheckResult(
+            check_name="specialist_smoke_test", passed=bool(outcome["smoke_ok"]),
+            metadata={"detail": dg.MetadataValue.text(outcome["smoke_detail"]),
+                      "rolled_back": dg.MetadataValue.bool(bool(outcome["rolled_back"]))})],
+    )

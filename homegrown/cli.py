@@ -15,6 +15,10 @@ from typing import Any
 from homegrown import paths
 from homegrown.store import ArtifactStore
 
+SPECIALISTS_GROUP = "specialists"
+# Everything the loop runs: the optional specialists (``homegrown specialists``) are left out.
+LOOP_SELECTION = f"* and not group:{SPECIALISTS_GROUP}"
+
 
 def _store() -> ArtifactStore:
     return ArtifactStore(paths.subdir("artifacts"))
@@ -242,7 +246,7 @@ def cmd_next_batch(args: argparse.Namespace) -> int:
         return 0
     print(f"the retrain sensor requested a run ({decision.run_key}); running the retrain job")
     tags = {**decision.tags, "dagster/run_key": decision.run_key, "dagster/sensor_name": "retrain_on_new_examples"}
-    result = run_pipeline("*", args.config, raise_on_error=False, tags=tags)
+    result = run_pipeline(LOOP_SELECTION, args.config, raise_on_error=False, tags=tags)
     info = status()
     gate = info.get("eval", {})
     after = info.get("model", {}).get("version")
@@ -261,6 +265,36 @@ def cmd_next_batch(args: argparse.Namespace) -> int:
     print(f"finished in {time.perf_counter() - started:.0f} s")
     if failed_steps(result) not in ([], ["eval_report"]):
         raise SystemExit("the retrain failed before or after the promotion gate; see the Dagster run log above")
+    return 0
+
+
+def cmd_specialists(args: argparse.Namespace) -> int:
+    """Train one adapter per example type on the current splits, gate each on its slice against the general
+    candidate, serve the passed ones beside the champion, and ask each one question through the endpoint."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    if _store().latest("quantized_model") is None:
+        raise SystemExit("no general candidate yet: run `homegrown demo` (or the retrain job) first")
+    result = run_pipeline(f"group:{SPECIALISTS_GROUP}", args.config, raise_on_error=False)
+    trained = _store().latest("specialist_adapters")
+    if trained:
+        from homegrown.specialists import summary_table
+
+        print("\n== specialists (each on its own test slice) ==")
+        print(summary_table(trained["specialists"]))
+        for item in trained["specialists"]:
+            print(f"  {item['example_type']}: gate {'passed' if item['gate_passed'] else 'blocked'}; against the "
+                  f"general model: {item['versus_general']['verdict']}"
+                  + ("" if item["gate_passed"] else f" ({'; '.join(item['gate']['failures'][:3])})"))
+    deployed = _store().latest("deployed_specialists")
+    if deployed and "deployed_specialists" not in failed_steps(result):
+        print(f"\nserving {', '.join(sorted(deployed['adapters']))} as {deployed['model']} at {deployed['url']}/v1; "
+              "a request declares its type with metadata={'example_type': ...} or the X-Example-Type header")
+        for example_type, answer in sorted(deployed["answers"].items()):
+            print(f"  {example_type}: {answer[:160]!r}")
+    print_stage_times(result, time.perf_counter() - started)
+    if failed_steps(result) not in ([], ["deployed_specialists"]):
+        raise SystemExit("the specialists run failed; see the Dagster run log above")
     return 0
 
 
@@ -394,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the embedded default")
-    demo.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
+    demo.add_argument("--select", default=LOOP_SELECTION,
+                      help="Dagster asset selection (default: the whole loop, without the optional specialists)")
     demo.add_argument("--config", default=str(paths.PROJECT_ROOT / "pipelines" / "demo_config.yaml"),
                       help="Dagster run config (YAML); the default trains briefly enough for a laptop")
     demo.add_argument("--ask", nargs="*", default=["Do you serve wagyu beef?", "How much is the lobster upgrade?"],
@@ -402,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", help="run the whole pipeline on $HOMEGROWN_INPUT with the default recipe (no config)")
-    run.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
+    run.add_argument("--select", default=LOOP_SELECTION,
+                     help="Dagster asset selection (default: the whole loop, without the optional specialists)")
     run.add_argument("--config", default=None, help="optional Dagster run config (YAML); default: none")
     run.add_argument("--ask", nargs="*", default=[], help="questions sent to the deployed endpoint at the end")
     run.set_defaults(func=cmd_demo)
@@ -416,6 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     nb.add_argument("--ask", nargs="*", default=["How much is the lobster upgrade?"],
                     help="questions sent to the endpoint at the end")
     nb.set_defaults(func=cmd_next_batch)
+
+    spec = sub.add_parser("specialists", help="after a demo or retrain: one adapter per example type, gated on its "
+                                              "slice, served from one base beside the champion")
+    spec.add_argument("--config", default=str(paths.PROJECT_ROOT / "pipelines" / "specialists_config.yaml"),
+                      help="run config (default: two types of the demo, time-capped for a laptop)")
+    spec.set_defaults(func=cmd_specialists)
 
     st = sub.add_parser("status", help="show the latest dataset, model, eval and endpoint")
     st.add_argument("--json", action="store_true", help="print JSON")

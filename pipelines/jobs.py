@@ -24,9 +24,20 @@ data_job = dg.define_asset_job(
     description="From the raw logs to stable train/validation/test splits.",
 )
 
+# Optional stages, run on request: not part of the retrain loop.
+SPECIALISTS = dg.AssetSelection.groups("specialists")
+
 retrain_job = dg.define_asset_job(
     "retrain_job",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - SPECIALISTS,
     tags={**GPU_TAG, **K8S_GPU_NODE_TAG},
     description="The whole loop: data, LoRA, preference tuning, merge, GGUF, eval and gate, deployment.",
+)
+
+specialists_job = dg.define_asset_job(
+    "specialists_job",
+    selection=SPECIALISTS,
+    tags={**GPU_TAG, **K8S_GPU_NODE_TAG},
+    description="One adapter per example type on the current splits, each gated on its slice against the "
+                "general candidate, and the passed ones served from one base by the gateway.",
 )
