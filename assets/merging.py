@@ -48,7 +48,10 @@ def merged_model(
     mlflow.tracker().tag_model_version(adapter["model_version"], {"merged_path": str(merged)})
     if diff <= config.logit_tolerance:
         artifacts.record_latest("merged_model", {"path": str(merged), "model_version": adapter["model_version"],
-                                                 "max_logit_difference": diff})
+                                                 "max_logit_difference": diff,
+                                                 # what vLLM loads at runtime instead of the merged weights
+                                                 "adapter_dir": str(adapter["adapter_dir"]),
+                                                 "base_path": str(adapter["base_path"])})
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(str(merged)),
                   "adapter_dir": dg.MetadataValue.path(str(adapter["adapter_dir"])),

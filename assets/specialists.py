@@ -82,22 +82,26 @@ def specialist_adapters(
         raise ValueError(f"specialists must share the general model's base ({general['base_model']}), "
                          f"not {base.name}: they are compared with it and served beside it")
     train_cfg = config.training.to_train_config()
-    run_key = f"{splits['version']}-{_config_digest({'train': train_cfg.to_dict(), 'types': [s.example_type for s in chosen]})}"
+    digest = _config_digest({"train": train_cfg.to_dict(), "types": [s.example_type for s in chosen]})
+    # A folder per run: the gateway may be serving the files of an earlier run (training stops on a clock, so
+    # a rerun's weights differ), and a deployment names the folder, so new files always make a new spec.
+    run_key = f"{splits['version']}-{digest}-{context.run.run_id[:8]}"
     out_dir = artifacts.stage_dir("specialist_adapters", run_key)
     base_gguf = _base_gguf(base, general, out_dir)
-    general_gguf = quantized["gguf"][quantized.get("deploy", "q4_k_m")]
+    tracker = mlflow.tracker()
+    general_name, general_gguf = _general_model(tracker, quantized)
+    context.log.info(f"specialists are compared with {general_name} ({general_gguf})")
 
     interactions = load_interactions(raw["db_path"])
     knowledge_path = teacher.knowledge_path(artifacts.root / "knowledge")
     pii, opted_out_texts, public_texts = privacy_material(
         interactions, set(raw.get("opted_out_orgs", [])), knowledge_path=knowledge_path)
     test_examples = load_test_examples(paths["test"]["parquet"])
-    tracker = mlflow.tracker()
     results = []
     with stage_run(context, tracker, "specialist_adapters") as run:
         run.log_params({**train_cfg.to_dict(), "base_model": base.name, "dataset_version": splits["version"],
                         "types": ",".join(s.example_type for s in chosen),
-                        "general_model_version": quantized["model_version"]})
+                        "general_model": general_name})
         for item in chosen:
             name = item.example_type
             folder = out_dir / name
@@ -142,15 +146,15 @@ def specialist_adapters(
             context.log.info(f"{name}: gate {'passed' if results[-1]['gate_passed'] else 'blocked'}; "
                              f"against the general model: {versus['verdict']}")
         run.set_tags({"dataset_version": splits["version"], "code_version": code_version(),
-                      "base_model": base.name, "general_model_version": str(quantized["model_version"]),
+                      "base_model": base.name, "general_model": general_name,
                       "specialists_passed": ",".join(r["example_type"] for r in results if r["gate_passed"])})
         lineage = mlflow_metadata(run)
 
     table = sp.summary_table(results)
     (out_dir / "summary.md").write_text(table + "\n")
-    info = {"dir": str(out_dir), "base_gguf": str(base_gguf), "base_model": base.name,
-            "dataset_version": splits["version"], "general_model_version": quantized["model_version"],
-            "general_gguf": general_gguf, "slices": [s.to_dict() for s in slices], "specialists": results,
+    info = {"dir": str(out_dir), "run_key": run_key, "base_gguf": str(base_gguf), "base_model": base.name,
+            "dataset_version": splits["version"], "general_model": general_name,
+            "general_model_version": quantized["model_version"], "general_gguf": general_gguf, "slices": [s.to_dict() for s in slices], "specialists": results,
             "mlflow_run_id": run.run_id}
     (out_dir / "summary.json").write_text(json.dumps(info, indent=2, default=str))
     artifacts.record_latest("specialist_adapters", info)
@@ -161,6 +165,16 @@ def specialist_adapters(
         "base_gguf": dg.MetadataValue.path(str(base_gguf)),
         **lineage,
     })
+
+
+def _general_model(tracker, quantized: dict) -> tuple[str, str]:
+    """The general model a specialist must keep up with: the champion that serves beside it (its GGUF file
+    from the registry, when the file is on this machine), else the latest candidate."""
+    champion = tracker.alias_version("champion")
+    path = champion and (champion["tags"].get("gguf_deploy") or champion["tags"].get("gguf_q4_k_m"))
+    if path and Path(path).is_file():
+        return f"champion v{champion['version']}", str(path)
+    return f"candidate v{quantized['model_version']}", quantized["gguf"][quantized.get("deploy", "q4_k_m")]
 
 
 def _base_gguf(base, general: dict, out_dir: Path) -> Path:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-LOCAL_ROUTES = ("champion", "challenger")
+LOCAL_ROUTES = ("champion", "challenger", "specialist")
 PREMIUM_ROUTE = "fallback"
 # Stages whose compute goes into a model version: training, merging, quantizing and evaluating a candidate.
 TRAINING_STAGES = ("lora_adapter", "preference_adapter", "merged_model", "quantized_model", "eval_report")

@@ -22,8 +22,10 @@ from typing import Any
 import pandas as pd
 
 from homegrown.evaluation.metrics import HEADLINE_METRICS, LOWER_IS_BETTER
+from homegrown.gateway.trust import EXAMPLE_TYPES
 
 COLUMN = "example_type"
+GENERAL_TYPE = "chat"  # what the gateway records for a request that declares no type
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ def choose_types(counts: Mapping[str, Mapping[str, int]], wanted: Sequence[str],
                  min_test_rows: int) -> list[SliceCounts]:
     """Which example types get a specialist. ``counts``: split -> type -> rows. ``wanted`` empty means every
     type with at least ``min_train_rows`` train and ``min_test_rows`` test rows; a type named in ``wanted``
-    that falls short is reported, not trained (a specialist on a handful of rows would only overfit)."""
+    that falls short is reported, not trained (a specialist on a handful of rows would only overfit).
+    ``chat`` (undeclared requests, the general model's) and types the gateway does not route are never
+    chosen."""
     types = sorted({t for split in counts.values() for t in split} | set(wanted))
     out = []
     for example_type in types:
@@ -60,6 +64,10 @@ def choose_types(counts: Mapping[str, Mapping[str, int]], wanted: Sequence[str],
         test = counts.get("test", {}).get(example_type, 0)
         if wanted and example_type not in wanted:
             chosen, reason = False, "not in the configured types"
+        elif example_type == GENERAL_TYPE:
+            chosen, reason = False, "requests that declare no type are the general model's"
+        elif example_type not in EXAMPLE_TYPES:
+            chosen, reason = False, f"the gateway records and routes only {', '.join(EXAMPLE_TYPES)}"
         elif train < min_train_rows:
             chosen, reason = False, f"{train} train rows, fewer than min_train_rows={min_train_rows}"
         elif test < min_test_rows:

@@ -227,8 +227,8 @@ def test_declared_type_with_an_adapter_goes_to_the_specialist():
     roles = (CHAMPION, SPECIALIST)
     decision = choose_route("c1", make_settings(), roles, example_type="faq", specialist_types=["faq"])
     assert (decision.primary, decision.reason) == (SPECIALIST, "specialist:faq")
-    assert fallback_chain(decision, roles) == [SPECIALIST, CHAMPION]  # no premium API: the general model
-    assert fallback_chain(decision, (*roles, FALLBACK)) == [SPECIALIST, FALLBACK]
+    assert fallback_chain(decision, roles) == [SPECIALIST, CHAMPION]  # the general model first
+    assert fallback_chain(decision, (*roles, FALLBACK)) == [SPECIALIST, CHAMPION, FALLBACK]
     for example_type in ("support", None, ""):
         assert choose_route("c1", make_settings(), roles, example_type=example_type,
                             specialist_types=["faq"]).primary == CHAMPION
@@ -248,3 +248,8 @@ def test_specialist_yields_to_pins_rules_and_default_fallback_but_not_to_the_can
     assert choose_route("c1", everyone, roles, **kwargs).primary == SPECIALIST
     shadowed = choose_route("c1", make_settings(shadow=True, with_fallback=True), roles, **kwargs)
     assert (shadowed.primary, shadowed.shadow) == (SPECIALIST, CHAMPION)
+
+
+def test_only_specialists_loaded_and_no_fallback_is_no_route():
+    with pytest.raises(NoRouteError, match="no general model"):
+        choose_route("c1", make_settings(), (SPECIALIST,), example_type="support", specialist_types=["faq"])

@@ -251,6 +251,11 @@ def test_choose_types_needs_rows_in_train_and_test():
     named = {s.example_type: s for s in choose_types(counts, ["support", "page_generation"], 5, 1)}
     assert [t for t, s in named.items() if s.chosen] == ["support"]
     assert named["faq"].reason == "not in the configured types" and named["page_generation"].train == 0
+    # Undeclared requests are the general model's, and a type the gateway cannot route gets no specialist.
+    other = {s.example_type: s for s in choose_types({"train": {"chat": 500, "recipes": 90},
+                                                      "test": {"chat": 50, "recipes": 10}}, [], 40, 8)}
+    assert not other["chat"].chosen and "general model" in other["chat"].reason
+    assert not other["recipes"].chosen and "routes only" in other["recipes"].reason
 
 
 def test_write_slice_keeps_the_rows_of_one_type_and_refuses_a_mismatch(tmp_path):
@@ -323,6 +328,8 @@ def test_deploy_specialists_reloads_smokes_and_rolls_back(tiny, lora_files, tmp_
                                        gateway_url=url, log=lambda _: None)
             assert not wrong["smoke_ok"] and "expected the specialist" in wrong["smoke_detail"]
             assert read_models_file(settings.models_file).specialist.name == "specialists-v1"
+            assert app.state.gateway.pool.get("specialist").name == "specialists-v1"
+            assert read_models_file(settings.models_file).champion.name == "general"
     finally:
         app.state.gateway.pool.close()
 
@@ -382,12 +389,13 @@ def test_specialist_assets_on_the_demo_splits(hg_home, tiny, tmp_path, monkeypat
     write_models_file(GatewaySettings().models_file, ModelSpec(name="general", gguf_path=str(general)))
     deploy = [a for a in defs.assets if a.key.to_user_string() == "deployed_specialists"]
     try:
-        blocked = dg.materialize(deploy, resources=defs.resources, raise_on_error=False)
-        assert not blocked.success  # only_passed (the default): nothing passed, nothing to serve
+        with pytest.raises(Exception, match="no specialist passed its gate"):  # only_passed, the default
+            dg.materialize(deploy, resources=defs.resources)
         served = dg.materialize(deploy, resources=defs.resources, run_config={
             "ops": {"deployed_specialists": {"config": {"only_passed": False, "types": ["tool_invocation"]}}}})
         assert served.success
-        assert all(check.passed for check in served.get_asset_check_evaluations())
+        checks = served.get_asset_check_evaluations()
+        assert [(c.check_name, c.passed) for c in checks] == [("specialist_smoke_test", True)]
         specialist = read_models_file(GatewaySettings().models_file).specialist
         assert set(specialist.adapters) == {"tool_invocation"}
         assert specialist.gguf_path == info["base_gguf"]
@@ -410,3 +418,18 @@ def test_smoke_requests_take_the_first_test_example_of_each_type(tmp_path):
     assert requests["tool_invocation"]["tools"] == [TOOL]
     with pytest.raises(ValueError, match="no support example"):
         smoke_requests_for(tmp_path / "test.parquet", ["support"])
+
+
+def test_models_file_keeps_adapters_to_the_specialist_role():
+    from pydantic import ValidationError
+
+    from homegrown.gateway.settings import ModelsFile, ModelSpec
+
+    with_adapters = ModelSpec(name="s", gguf_path="/m/base.gguf", adapters={"faq": "/m/faq.gguf"})
+    assert ModelsFile(specialist=with_adapters).specialist.adapters == {"faq": "/m/faq.gguf"}
+    with pytest.raises(ValidationError, match="'champion' cannot have 'adapters'"):
+        ModelsFile(champion=with_adapters)
+    with pytest.raises(ValidationError, match="must name its 'adapters'"):
+        ModelsFile(specialist=ModelSpec(name="s", gguf_path="/m/base.gguf"))
+    with pytest.raises(ValidationError, match="needs 'gguf_path'"):
+        ModelSpec(name="s", base_url="http://vllm:8000/v1", adapters={"faq": "/m/faq.gguf"})

@@ -131,7 +131,11 @@ class BatchedGGUF:
         # The loader's own context only tokenizes; answers are decoded in the workers' contexts.
         self.llm = load_llama(self.path, n_ctx=256, n_threads=1)
         # A LoRA file (a specialist) is loaded once beside the model and applied in every worker's context.
-        self.lora = load_lora(self.llm, Path(lora)) if lora is not None else None
+        try:
+            self.lora = load_lora(self.llm, Path(lora)) if lora is not None else None
+        except ValueError:
+            self.llm.close()
+            raise
         self.renderer = ChatPromptRenderer(self.llm)
         self.vocab = self.llm._model.vocab
         self.n_vocab = self.llm.n_vocab()

@@ -644,9 +644,11 @@ def chat_completions(
     response_id = f"chatcmpl-{uuid.uuid4().hex}"
     meta_conversation = (body.metadata or {}).get("conversation_id")
     conversation_id = str(meta_conversation or x_conversation_id or response_id)
-    example_type = str(x_example_type or (body.metadata or {}).get(SPECIALIST_KEY) or "chat")
-    # Routed on the type the log will record: a request with tools is a tool_invocation whatever it declares.
-    served_type = example_type_for(example_type, body.tools)
+    declared = x_example_type or (body.metadata or {}).get(SPECIALIST_KEY)
+    example_type = str(declared or "chat")
+    # Routed on the type the log will record (a request with tools is a tool_invocation whatever it declares),
+    # and only when the request declared one or offered tools: undeclared traffic stays with the champion.
+    served_type = example_type_for(example_type, body.tools) if declared or body.tools else None
     try:
         decision = choose_route(
             conversation_id,

@@ -24,6 +24,7 @@ from homegrown.gateway.settings import (
     RolloutMarker,
     read_models_file,
 )
+from homegrown.gateway.vllm import VllmError, VllmServer
 from homegrown.tracking import Tracker
 
 ROLLOUT_MODES = ("auto", "staged", "immediate")
@@ -87,7 +88,7 @@ def resolve_rollout(rollout: str, version: str | int, current: ModelsFile | None
 def deploy_model(
     tracker: Tracker,
     version: str,
-    gguf_path: str,
+    gguf_path: str | None,
     *,
     rollout: str = "immediate",
     canary_share: float = 0.1,
@@ -95,8 +96,14 @@ def deploy_model(
     smoke_prompt: str = "What do you serve?",
     start_timeout_s: float = 120,
     log: Callable[[str], None] = print,
+    adapter_dir: str | None = None,
+    vllm_url: str | None = None,
 ) -> dict[str, Any]:
     """Deploy ``version``: models file, aliases, (re)load, smoke test; roll everything back on failure.
+
+    Served by the gateway's llama.cpp from ``gguf_path``, or with ``vllm_url`` by that vLLM server: the
+    adapter at ``adapter_dir`` is loaded there at runtime as ``homegrown-v<version>`` and the gateway's entry
+    points at it (unloaded again on rollback).
 
     ``rollout="immediate"``: the version becomes the champion (alias ``champion``; the one before becomes
     ``previous``). ``"staged"``: it becomes the challenger on ``canary_share`` of the conversations (alias
@@ -112,7 +119,22 @@ def deploy_model(
     previous_models = read_models_file(path) if path.exists() else None
     mode = resolve_rollout(rollout, version, previous_models)
     saved_aliases = {alias: tracker.alias_version(alias) for alias in ALIASES}
-    spec = ModelSpec(name=name, gguf_path=str(gguf_path), version=str(version))
+    vllm: VllmServer | None = None
+    if vllm_url:
+        if not adapter_dir:
+            raise ValueError("a vLLM deployment loads the candidate's adapter at runtime: give adapter_dir")
+        vllm = VllmServer(vllm_url)
+        try:
+            vllm.load_adapter(name, adapter_dir)
+        except (VllmError, httpx.HTTPError) as exc:
+            log(f"vLLM at {vllm.url} did not load {name}: {exc}")
+            return {"url": "", "model": name, "version": str(version), "api_key": "", "smoke_ok": False,
+                    "smoke_detail": f"vLLM did not load the adapter: {exc}", "smoke_answer": "",
+                    "rolled_back": False, "rollout": mode, "canary_share": None, "previous_version": None,
+                    "target": "vllm"}
+        spec = ModelSpec(name=name, base_url=vllm.openai_url, model=name, version=str(version))
+    else:
+        spec = ModelSpec(name=name, gguf_path=str(gguf_path), version=str(version))
     current = previous_models or ModelsFile()
     now = utc_now_iso()
     if mode == "staged":
@@ -146,7 +168,8 @@ def deploy_model(
     outcome = {"url": url, "model": name, "version": str(version), "api_key": api_key, "smoke_ok": ok,
                "smoke_detail": detail, "smoke_answer": answer, "rolled_back": False, "rollout": mode,
                "canary_share": canary_share if mode == "staged" else None,
-               "previous_version": champion["version"] if champion else None}
+               "previous_version": champion["version"] if champion else None,
+               "target": "vllm" if vllm else "llama.cpp"}
     if ok:
         log(f"{name} serves at {url}" + (f" on {canary_share:.0%} of the conversations" if mode == "staged" else "")
             + f"; smoke answer: {answer[:200]!r}")
@@ -163,6 +186,11 @@ def deploy_model(
             _reload(url, settings)
         except (RuntimeError, httpx.HTTPError) as exc:
             log(f"reload after rollback failed: {exc}")
+    if vllm is not None:
+        try:
+            vllm.unload_adapter(name)
+        except (VllmError, httpx.HTTPError) as exc:
+            log(f"unloading {name} from vLLM after the rollback failed: {exc}")
     outcome["rolled_back"] = True
     return outcome
 
@@ -227,6 +255,7 @@ def deploy_specialists(
         raise ValueError("specialists serve beside a general champion, which answers every other request: "
                          "deploy a model first (deployed_endpoint)")
     spec = ModelSpec(name=name, gguf_path=str(base_gguf), adapters={k: str(v) for k, v in adapters.items()})
+    previous_specialist = previous_models.specialist
     previous_models.model_copy(update={"specialist": spec}).write(path)
 
     api_key = settings.client_api_key()
@@ -257,7 +286,8 @@ def deploy_specialists(
         log(f"{name} serves {', '.join(sorted(adapters))} at {url}")
         return outcome
     log(f"specialist smoke test failed ({detail}): restoring the previous specialists")
-    previous_models.write(path)
+    # Only the specialist entry goes back: a rollout or a deployment may have moved the rest meanwhile.
+    read_models_file(path).model_copy(update={"specialist": previous_specialist}).write(path)
     if url:
         try:
             _reload(url, settings)

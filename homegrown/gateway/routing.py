@@ -60,9 +60,10 @@ def choose_route(
     ``request_id`` is the key of the canary split; pass the conversation id so that a whole conversation
     stays on one model. In order: a ``pinned`` role (the request named a model); the rule router (a
     configured keyword, or a prompt of at least ``premium_min_prompt_chars``) sends to the premium API;
-    ``default_role=fallback`` sends there too; a request whose declared ``example_type`` is one of
-    ``specialist_types`` goes to the specialist (one base with an adapter per type); otherwise the canary
-    share goes to the challenger and the rest to the champion. With ``shadow`` on, a second model answers beside the primary: the challenger
+    ``default_role=fallback`` sends there too; a request whose ``example_type`` is one of
+    ``specialist_types`` goes to the specialist (one base with an adapter per type; the caller passes a type
+    only when the request declared one or offered tools, so undeclared traffic stays with the champion and a
+    staged rollout); otherwise the canary share goes to the challenger and the rest to the champion. With ``shadow`` on, a second model answers beside the primary: the challenger
     beside the champion, the champion beside the challenger or the premium API.
 
     ``settings.canary_share`` and ``settings.shadow`` are the live values: ``models.json`` overrides the
@@ -100,8 +101,11 @@ def choose_route(
         primary, reason = CHAMPION, "champion"
     elif CHALLENGER in roles:
         primary, reason = CHALLENGER, "no_champion"
-    else:
+    elif FALLBACK in roles:
         primary, reason = FALLBACK, "no_local_model"
+    else:
+        raise NoRouteError("no general model is loaded for this request (only specialists of other types) and "
+                           "no fallback API is configured")
 
     shadow: str | None = None
     if settings.shadow:
@@ -118,12 +122,15 @@ def choose_route(
 def fallback_chain(decision: RouteDecision, available: Collection[str]) -> list[str]:
     """The roles to try in order: the primary, then the premium API, and the champion behind the premium API.
 
-    A specialist that fails falls back to the premium API, or to the general champion where there is none.
+    A specialist that fails falls back to the general champion first (the model that answers without
+    specialists), then to the premium API.
     """
     chain = [decision.primary]
+    if decision.primary == SPECIALIST and CHAMPION in available:
+        chain.append(CHAMPION)
     if decision.primary != FALLBACK and FALLBACK in available:
         chain.append(FALLBACK)
-    elif decision.primary in (FALLBACK, SPECIALIST) and CHAMPION in available:
+    elif decision.primary == FALLBACK and CHAMPION in available:
         chain.append(CHAMPION)
     return chain
 

@@ -93,6 +93,10 @@ class ModelsFile(BaseModel):
             raise ValueError("'rollout' is set but there is no 'challenger' to roll out")
         if self.specialist is not None and not self.specialist.adapters:
             raise ValueError("'specialist' must name its 'adapters' (example type -> LoRA file)")
+        for role in ("champion", "challenger"):
+            spec = getattr(self, role)
+            if spec is not None and spec.adapters:
+                raise ValueError(f"'{role}' cannot have 'adapters': per-type adapters are the 'specialist' role")
         return self
 
     def specs(self) -> dict[str, ModelSpec]:

@@ -50,12 +50,13 @@ def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
 def _lora_tensors(adapter_dir: Path, base_config: dict[str, Any], arch: Any):
     """Yield (gguf name, float32 array) for every A and B matrix of the adapter."""
     import gguf
-    from safetensors.numpy import load_file
+    from safetensors import safe_open
 
     weights_path = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not weights_path.is_file():
         raise ValueError(f"{adapter_dir} has no {ADAPTER_WEIGHTS}")
-    weights = load_file(weights_path)
+    with safe_open(weights_path, framework="pt") as handle:  # torch reads bf16 adapters too; numpy cannot
+        weights = {key: handle.get_tensor(key).float().numpy() for key in handle.keys()}  # noqa: SIM118
     name_map = gguf.get_tensor_name_map(arch, base_config["num_hidden_layers"])
     n_head = base_config["num_attention_heads"]
     n_head_kv = base_config.get("num_key_value_heads") or n_head

@@ -1,0 +1,173 @@
+"""vLLM as a serving target: the base model with LoRA enabled, each model version's adapter loaded at runtime.
+
+A vLLM server (``python -m vllm.entrypoints.openai.api_server --model <base folder> --enable-lora``, with
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``) serves the base under one name and every adapter loaded through
+``POST /v1/load_lora_adapter`` under its own name; a chat request naming the adapter is answered by base +
+adapter. Deployment (:func:`homegrown.gateway.deploy.deploy_model` with ``vllm_url``) loads the candidate's
+adapter as ``homegrown-v<N>`` and points the gateway's champion (or challenger) at it as an OpenAI-compatible
+upstream; a rollback unloads it. On a GPU node the server is the ``infra/k8s/vllm.yaml`` Deployment (or the
+compose file's ``vllm`` service) and ``HOMEGROWN_VLLM_URL`` names it; on one machine :func:`start_vllm` runs
+the CPU build from its own environment (``make vllm``: ``.venv-vllm``, or ``HOMEGROWN_VLLM_PYTHON``).
+
+The adapter folder must be readable by the server under the same path (one machine, or a shared volume).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from homegrown import paths
+
+VLLM_URL_ENV = "HOMEGROWN_VLLM_URL"
+VLLM_PYTHON_ENV = "HOMEGROWN_VLLM_PYTHON"
+BASE_NAME = "base"
+
+
+class VllmError(RuntimeError):
+    """The vLLM server refused or failed a request."""
+
+
+def vllm_url() -> str | None:
+    """The vLLM server deployments go to (``HOMEGROWN_VLLM_URL``, without ``/v1``), or None."""
+    url = os.environ.get(VLLM_URL_ENV, "").strip()
+    return url.rstrip("/").removesuffix("/v1") or None
+
+
+def vllm_python() -> Path | None:
+    """The Python of an environment with vLLM: ``HOMEGROWN_VLLM_PYTHON``, else the project's ``.venv-vllm``."""
+    configured = os.environ.get(VLLM_PYTHON_ENV)
+    candidate = Path(configured) if configured else paths.PROJECT_ROOT / ".venv-vllm" / "bin" / "python"
+    ready = candidate.parent / "vllm-ready"
+    if candidate.is_file() and (configured or ready.exists()):
+        return candidate
+    return None
+
+
+class VllmServer:
+    """A client of a running vLLM server's health and runtime-LoRA endpoints."""
+
+    def __init__(self, url: str, timeout_s: float = 120.0):
+        self.url = url.rstrip("/").removesuffix("/v1")
+        self.timeout_s = timeout_s
+
+    @property
+    def openai_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def models(self) -> list[str]:
+        """The names the server answers to: the base and every loaded adapter."""
+        response = httpx.get(f"{self.url}/v1/models", timeout=self.timeout_s)
+        self._check(response, "listing models")
+        return [item["id"] for item in response.json().get("data", [])]
+
+    def load_adapter(self, name: str, adapter_dir: str | Path) -> None:
+        """Serve the peft adapter at ``adapter_dir`` as the model ``name`` (replacing one of that name)."""
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise VllmError(f"{adapter_dir} is not a peft adapter folder (no adapter_config.json)")
+        if name in self.models():
+            self.unload_adapter(name)
+        response = httpx.post(f"{self.url}/v1/load_lora_adapter",
+                              json={"lora_name": name, "lora_path": str(adapter_dir)}, timeout=self.timeout_s)
+        self._check(response, f"loading the adapter {name!r} from {adapter_dir}")
+
+    def unload_adapter(self, name: str) -> None:
+        response = httpx.post(f"{self.url}/v1/unload_lora_adapter", json={"lora_name": name},
+                              timeout=self.timeout_s)
+        self._check(response, f"unloading the adapter {name!r}")
+
+    @staticmethod
+    def _check(response: httpx.Response, what: str) -> None:
+        if response.status_code != 200:
+            raise VllmError(f"vLLM refused {what} ({response.status_code}): {response.text[:500]}")
+
+
+@dataclass
+class VllmProcess:
+    """A vLLM server this process started; :meth:`stop` ends it."""
+
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    @property
+    def server(self) -> VllmServer:
+        return VllmServer(self.url)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_vllm(
+    model_dir: Path | str,
+    *,
+    port: int = 0,
+    max_lora_rank: int = 64,
+    max_loras: int = 2,
+    max_model_len: int = 4096,
+    python: Path | None = None,
+    log_path: Path | None = None,
+    timeout_s: float = 300.0,
+    kv_cache_gib: int = 1,
+) -> VllmProcess:
+    """Start the vLLM OpenAI-compatible server on ``127.0.0.1`` for the Hugging Face folder ``model_dir``
+    (served as ``base``, LoRA enabled, runtime adapter loading allowed) and wait until it is healthy.
+
+    ``python``: the interpreter of an environment with vLLM (default :func:`vllm_python`). The server's
+    output goes to ``log_path``; a server that exits or is not healthy within ``timeout_s`` is stopped and
+    the log's tail raised.
+    """
+    python = python or vllm_python()
+    if python is None:
+        raise FileNotFoundError("vLLM is not installed: run `make vllm` (or set HOMEGROWN_VLLM_PYTHON)")
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
+    port = port or _free_port()
+    log_path = log_path or paths.subdir("logs") / f"vllm-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1",
+           "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--served-model-name", BASE_NAME, "--host", "127.0.0.1", "--port", str(port),
+               "--dtype", "bfloat16", "--enable-lora", "--max-lora-rank", str(max_lora_rank),
+               "--max-loras", str(max_loras), "--max-model-len", str(max_model_len)]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    started = VllmProcess(process, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        if started.server.healthy():
+            return started
+        time.sleep(1.0)
+    started.stop()
+    tail = log_path.read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"vLLM did not become healthy within {timeout_s:.0f}s (exit {process.poll()}); "
+                       f"log {log_path}:\n{tail}")
