@@ -63,12 +63,28 @@ def _reload(url: str, settings: GatewaySettings) -> None:
 def reload_gateway(settings: GatewaySettings, url: str | None = None) -> str | None:
     """``POST /admin/reload`` to ``url``, or else to the background gateway if one runs; returns the URL
     reloaded, or None when no gateway runs (it reads ``models.json`` when it starts)."""
-    if not url:
-        gateway = running_gateway()
-        url = gateway["url"] if gateway and gateway.get("healthy") else None
+    url = url or _running_url() or None
     if url:
         _reload(url, settings)
     return url
+
+
+def _running_url() -> str:
+    """The URL of the healthy background gateway, or "" when none runs."""
+    gateway = running_gateway()
+    return gateway["url"] if gateway and gateway.get("healthy") else ""
+
+
+def _reload_or_start(settings: GatewaySettings, url: str, start_timeout_s: float, log: Callable[[str], None],
+                     what: str) -> str:
+    """Hot-reload the gateway at ``url`` (it re-reads ``models.json``), or start one in the background when
+    ``url`` is empty; returns the URL that serves."""
+    if url:
+        log(f"gateway running at {url}: hot-reloading {what}")
+        _reload(url, settings)
+        return url
+    log("no gateway running: starting one in the background")
+    return start_background(settings, timeout_s=start_timeout_s)
 
 
 def resolve_rollout(rollout: str, version: str | int, current: ModelsFile | None) -> str:
@@ -152,15 +168,10 @@ def deploy_model(
             tracker.set_alias("previous", str(previous_alias["version"]))
 
     api_key = settings.client_api_key()
-    gateway = None if gateway_url else running_gateway()
-    url = gateway_url or (gateway["url"] if gateway and gateway.get("healthy") else "")
+    url = gateway_url or _running_url()
     try:
-        if url:
-            log(f"gateway running at {url}: hot-reloading {name} as the {'challenger' if mode == 'staged' else 'champion'}")
-            _reload(url, settings)
-        else:
-            log("no gateway running: starting one in the background")
-            url = start_background(settings, timeout_s=start_timeout_s)
+        url = _reload_or_start(settings, url, start_timeout_s, log,
+                               f"{name} as the {'challenger' if mode == 'staged' else 'champion'}")
         ok, detail, answer = smoke_test(url, api_key, name, smoke_prompt)
     except (RuntimeError, OSError, httpx.HTTPError) as exc:
         ok, detail, answer = False, f"loading {name} failed: {exc}", ""
@@ -259,16 +270,10 @@ def deploy_specialists(
     previous_models.model_copy(update={"specialist": spec}).write(path)
 
     api_key = settings.client_api_key()
-    gateway = None if gateway_url else running_gateway()
-    url = gateway_url or (gateway["url"] if gateway and gateway.get("healthy") else "")
+    url = gateway_url or _running_url()
     answers: dict[str, str] = {}
     try:
-        if url:
-            log(f"gateway running at {url}: hot-reloading the specialists {sorted(adapters)}")
-            _reload(url, settings)
-        else:
-            log("no gateway running: starting one in the background")
-            url = start_background(settings, timeout_s=start_timeout_s)
+        url = _reload_or_start(settings, url, start_timeout_s, log, f"the specialists {sorted(adapters)}")
         ok, detail = True, "ok"
         for example_type, request in sorted(smoke_requests.items()):
             if example_type not in adapters:
