@@ -107,6 +107,10 @@ def test_gguf_file_names_the_model_file(tmp_path):
     (tmp_path / "one" / "config.json").write_text("{}")
     assert gguf_file(str(tmp_path / "one")) is None  # a Hugging Face folder that also holds exports
     assert gguf_file(str(tmp_path / "missing.gguf")) is None
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "faq.lora.gguf").write_bytes(b"")
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    assert gguf_file(str(tmp_path / "adapter")) is None  # a peft adapter folder is no model, even with a LoRA file
 
 
 def test_multibyte_fix_follows_llama_cpp_python():

@@ -39,6 +39,11 @@ def workers() -> int:
         if count < 1:
             raise ValueError(f"HOMEGROWN_WORKERS must be at least 1, got {count}")
         return count
+    return usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity on Linux, else the machine's count)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS has no affinity

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,8 +53,9 @@ from typing import Any
 
 import numpy as np
 
+from homegrown.data.parallel import usable_cpus
 from homegrown.evaluation.runner import Answer, with_tool_calls
-from homegrown.gateway.backends import IM_END, load_lora, open_prefix_length
+from homegrown.gateway.backends import IM_END, apply_lora, load_lora, open_prefix_length
 from homegrown.training.chat import TOOL_CALL_OPEN, ToolCallStream, tool_choice_mode
 from homegrown.training.llama_cpp_util import (
     ChatPromptRenderer,
@@ -126,7 +126,7 @@ class BatchedGGUF:
         self.lib = llama_cpp
         self.path = Path(gguf_path)
         self.parallel = min(parallel, llama_cpp.llama_max_parallel_sequences())
-        self.workers = max(1, workers or len(os.sched_getaffinity(0)))
+        self.workers = max(1, workers or usable_cpus())
         self.n_ctx = n_ctx
         # The loader's own context only tokenizes; answers are decoded in the workers' contexts.
         self.llm = load_llama(self.path, n_ctx=256, n_threads=1)
@@ -153,8 +153,11 @@ class BatchedGGUF:
         # The longest answers first, each to the least loaded worker: the last to finish are short ones.
         sequences.sort(key=lambda s: -s.budget)
         shares: list[list[_Sequence]] = [[] for _ in range(min(self.workers, len(sequences)))]
+        loads = [0] * len(shares)
         for sequence in sequences:
-            min(shares, key=lambda share: sum(s.budget for s in share)).append(sequence)
+            least = loads.index(min(loads))
+            shares[least].append(sequence)
+            loads[least] += sequence.budget
         # A stream holds the prompt, the answer and the few tokens the call prefix may re-tokenize to.
         cells = max(len(s.prompt) + s.budget for s in sequences) + 16
         answers: dict[int, Answer] = {}
@@ -215,11 +218,9 @@ class _Decoder:
         self.ctx = lib.llama_init_from_model(model.llm._model.model, params)
         if not self.ctx:
             raise RuntimeError(f"{model.path}: llama.cpp could not make a context of {params.n_ctx} tokens")
-        if model.lora is not None:
-            adapters = (lib.llama_adapter_lora_p_ctypes * 1)(model.lora)
-            if lib.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0:
-                lib.llama_free(self.ctx)
-                raise RuntimeError(f"{model.path}: llama.cpp could not apply the LoRA adapter")
+        if model.lora is not None and not apply_lora(self.ctx, model.lora):
+            lib.llama_free(self.ctx)
+            raise RuntimeError(f"{model.path}: llama.cpp could not apply the LoRA adapter")
         self.memory = lib.llama_get_memory(self.ctx)
         self.batch = lib.llama_batch_init(BATCH_TOKENS, 0, 1)
         self.cached: list[list[int]] = [[] for _ in range(self.parallel)]  # the tokens in each slot's cache

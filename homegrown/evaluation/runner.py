@@ -107,11 +107,11 @@ class GGUFBackend:
     _ADAPTER = "eval"
 
     def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int | None = None, lora: Path | None = None):
-        from homegrown.gateway.backends import LlamaCppBackend
+        from homegrown.gateway.backends import ADAPTER_KEY, LlamaCppBackend
 
         self.backend = LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, name=path.stem, timeout_s=3600,
                                        adapters={self._ADAPTER: lora} if lora is not None else None)
-        self.metadata = {"example_type": self._ADAPTER} if lora is not None else None
+        self.metadata = {ADAPTER_KEY: self._ADAPTER} if lora is not None else None
 
     def generate(self, messages: list[dict[str, Any]], max_tokens: int,
                  response_format: dict[str, Any] | None = None,
@@ -230,11 +230,12 @@ def gguf_and_lora(spec: str) -> tuple[Path | None, Path | None]:
 
 def gguf_file(spec: str) -> Path | None:
     """The GGUF file a model spec names: a ``.gguf`` file, or a folder holding exactly one and no
-    ``config.json`` (None for anything else); ``ValueError`` for a folder holding several."""
+    ``config.json`` or ``adapter_config.json`` (None for anything else); ``ValueError`` for a folder holding
+    several."""
     path = Path(spec)
     if path.is_file() and path.suffix == ".gguf":
         return path
-    if not path.is_dir() or (path / "config.json").exists():
+    if not path.is_dir() or (path / "config.json").exists() or (path / "adapter_config.json").exists():
         return None
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) > 1:

@@ -152,6 +152,15 @@ def load_lora(llm: Any, path: Path) -> Any:
     return adapter
 
 
+def apply_lora(ctx: Any, adapter: Any) -> bool:
+    """Make ``adapter`` (from :func:`load_lora`) the one LoRA of the llama.cpp context ``ctx``, at scale 1
+    (its alpha / rank is in the file); False when llama.cpp refuses."""
+    import llama_cpp
+
+    adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+    return llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) == 0
+
+
 class LlamaCppBackend:
     """A GGUF model served in-process by llama.cpp, one request at a time.
 
@@ -232,11 +241,8 @@ class LlamaCppBackend:
                                f"(serves {', '.join(self.adapter_names)})")
         if wanted == self._active_adapter:
             return
-        import llama_cpp
 
-        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[wanted])
-        scales = (ctypes.c_float * 1)(1.0)
-        if llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, adapters, 1, scales) != 0:
+        if not apply_lora(self._llm._ctx.ctx, self._adapters[wanted]):
             raise BackendError(f"{self.name}: llama.cpp could not apply the adapter {wanted!r}")
         self._llm.reset()
         self._active_adapter = wanted

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,8 @@ from typing import Any
 
 import gguf
 import numpy as np
+
+from homegrown.data.parallel import usable_cpus
 
 # general.file_type values (llama.cpp's llama_ftype) that homegrown writes or reads, by their usual name.
 FILE_TYPE_NAMES: dict[int, str] = {
@@ -31,11 +32,7 @@ def default_threads() -> int:
     A small model gains nothing from more, and llama.cpp's threads spin-wait on each other: when every core is
     also busy with other work, using all of them makes generation many times slower, not faster.
     """
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        available = os.cpu_count() or 1
-    return max(1, min(4, available // 2))
+    return max(1, min(4, usable_cpus() // 2))
 
 
 @lru_cache(maxsize=1)
