@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import random
-import time
 
 import pandas as pd
 import pytest
@@ -403,35 +401,6 @@ def test_regions_must_be_a_list() -> None:
 def test_kinds_limit_what_is_replaced() -> None:
     text, _ = Anonymiser(kinds=["EMAIL"]).anonymise_text("I'm Maria Garcia, maria@example.com")
     assert text == "I'm Maria Garcia, [EMAIL]"
-
-
-def test_throughput(anonymiser: Anonymiser) -> None:
-    rnd = random.Random(0)
-    templates = [
-        "Do you serve wagyu beef?",
-        "Yes, wagyu at $80/person",
-        "Can we book for {n} people on May {d} at 7pm?",
-        "Hi, I'm Maria Garcia, my number is (212) 555-01{d:02d}",
-        "Please send the invoice to john{n}@example.com",
-        "Our premium options are filet mignon (+$5) and lobster (+$10).",
-        "Booking BK-4{n}213 is confirmed.",
-        "The party is at {n} Oak Ave, Austin, TX 78701",
-        "Thanks, Priya!",
-        "What time does the chef arrive?",
-        "Is there a vegetarian option for the kids?",
-        "Great, see you then.",
-    ]
-    messages = [
-        {"role": "user", "content": rnd.choice(templates).format(n=rnd.randint(2, 99), d=rnd.randint(1, 28))}
-        for _ in range(20_000)
-    ]
-    start = time.process_time()
-    for i in range(0, len(messages), 4):
-        anonymiser.anonymise_messages(messages[i : i + 4])
-    # CPU time of this process: other work on a shared machine does not make the test flaky.
-    rate = len(messages) / (time.process_time() - start)
-    print(f"anonymise_messages: {rate:,.0f} messages/s")
-    assert rate > 5_000
 
 
 # --- other locales: phones, addresses and names written outside the US ----------------------------
