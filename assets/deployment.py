@@ -42,7 +42,7 @@ def deployed_endpoint(
 ) -> dg.MaterializeResult:
     """After the gate passed, the gateway hot-reloads the new version: as the champion (alias `champion`), or in a
     staged rollout as the challenger on a share of the traffic (alias `challenger`)."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     report = artifacts.require_latest("eval_report")
     if not report["promoted"]:
         raise RuntimeError(f"model version {report['model_version']} did not pass the promotion gate; not deploying")
@@ -135,7 +135,7 @@ def deployed_specialists(
     context: dg.AssetExecutionContext, config: SpecialistDeployConfig, store: StorageResource,
 ) -> dg.MaterializeResult:
     """The gateway's ``specialist`` role: the base GGUF with the passed adapters, one per example type."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     trained = artifacts.require_latest("specialist_adapters")
     chosen = [s for s in trained["specialists"] if (s["gate_passed"] or not config.only_passed)
               and (not config.types or s["example_type"] in config.types)]

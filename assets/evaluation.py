@@ -17,7 +17,7 @@ from homegrown.evaluation.evaluate import (
 from homegrown.evaluation.gate import GateConfig
 from homegrown.evaluation.judge import LLMJudge
 from homegrown.store import read_parquet
-from homegrown.training.base import embedded_gguf_path
+from homegrown.training.base import base_path_for, embedded_gguf_path
 from resources import MlflowResource, StorageResource, TeacherResource
 
 
@@ -61,7 +61,7 @@ def eval_report(
     teacher: TeacherResource,
 ) -> dg.MaterializeResult:
     """Base vs candidate (the quantized file that would be deployed) vs champion on the test split; the gate."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     quantized = artifacts.require_latest("quantized_model")
     splits = artifacts.require_latest("dataset_splits")
     adapter = artifacts.require_latest("lora_adapter")
@@ -76,12 +76,16 @@ def eval_report(
         interactions, set(raw.get("opted_out_orgs", [])), knowledge_path=knowledge_path)
 
     models = {"base": str(embedded_gguf_path()) if adapter["base_model"] == "smollm2-135m-instruct"
-              else adapter["base_path"], "candidate": quantized["gguf"][quantized.get("deploy", "q4_k_m")]}
+              else base_path_for(adapter), "candidate": quantized["gguf"][quantized.get("deploy", "q4_k_m")]}
     champion = tracker.alias_version("champion")
     champion_name = None
-    champion_gguf = champion and (champion["tags"].get("gguf_deploy") or champion["tags"].get("gguf_q4_k_m"))
-    if champion_gguf and Path(champion_gguf).exists() \
-            and str(champion["version"]) != str(quantized["model_version"]):
+    # The champion's file on this machine, or pulled from its model artifacts (another machine trained it).
+    champion_gguf = champion and str(champion["version"]) != str(quantized["model_version"]) \
+        and tracker.local_gguf(champion)
+    if champion and not champion_gguf and str(champion["version"]) != str(quantized["model_version"]):
+        context.log.warning(f"champion v{champion['version']} has no GGUF here or in its model artifacts: "
+                            "the candidate is not compared with it")
+    if champion_gguf:
         champion_name = f"champion-v{champion['version']}"
         models[champion_name] = champion_gguf
     if config.evaluate_incumbent:

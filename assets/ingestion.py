@@ -15,8 +15,8 @@ def raw_interactions(
 
     Incremental: only new files and the appended tail of JSONL files are read on each materialisation.
     """
-    artifacts = store.store()
-    db_path = artifacts.stage_dir("raw_interactions", "state") / "interactions.sqlite"
+    artifacts = store.store(context)
+    db_path = artifacts.state_dir("raw_interactions") / "interactions.sqlite"
     locations = input_logs.locations()
     results = [ingest(location, db_path) for location in locations]
     final = results[-1]  # cumulative totals live in the one state database

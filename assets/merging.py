@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run
+from homegrown.training.base import base_path_for
 from homegrown.training.chat import to_prompt_completion
 from homegrown.training.merge import max_logit_difference, merge_adapter
 from resources import MlflowResource, StorageResource
@@ -25,9 +26,10 @@ def merged_model(
     context: dg.AssetExecutionContext, config: MergeConfig, store: StorageResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     """The adapter merged into the float32 base (never a quantized one): what quantization and serving start from."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     preference = artifacts.latest("preference_adapter")
     adapter = merge_source(artifacts.require_latest("lora_adapter"), preference)
+    adapter = {**adapter, "base_path": base_path_for(adapter)}
     harm = preference_harm((preference or {}).get("comparison"))
     if harm:
         context.log.warning(f"merging the SFT adapter, not the preference-tuned one: {harm}")
@@ -47,11 +49,15 @@ def merged_model(
         lineage = mlflow_metadata(run)
     mlflow.tracker().tag_model_version(adapter["model_version"], {"merged_path": str(merged)})
     if diff <= config.logit_tolerance:
+        # The model version's own artifacts, so models:/...@champion holds the merged weights on any machine.
+        mlflow.tracker().log_model_files(adapter["mlflow_run_id"], merged, "merged")
         artifacts.record_latest("merged_model", {"path": str(merged), "model_version": adapter["model_version"],
                                                  "max_logit_difference": diff,
                                                  # what vLLM loads at runtime instead of the merged weights
                                                  "adapter_dir": str(adapter["adapter_dir"]),
-                                                 "base_path": str(adapter["base_path"])})
+                                                 "base_path": str(adapter["base_path"]),
+                                                 "base_spec": adapter.get("base_spec") or adapter["base_model"],
+                                                 "mlflow_run_id": adapter["mlflow_run_id"]})
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(str(merged)),
                   "adapter_dir": dg.MetadataValue.path(str(adapter["adapter_dir"])),

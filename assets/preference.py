@@ -11,6 +11,8 @@ from homegrown.data.ingest import load_interactions
 from homegrown.data.quality import TRUST_ROLES, QualityPolicy
 from homegrown.evaluation.evaluate import load_test_examples
 from homegrown.store import read_parquet
+from homegrown.tracking import MODEL_DIR
+from homegrown.training.base import base_path_for
 from homegrown.training.preference import (
     PreferenceConfig,
     build_preference_data,
@@ -83,8 +85,9 @@ def preference_adapter(
 ) -> dg.MaterializeResult:
     """The SFT adapter tuned on reviewers' corrections (DPO) or thumbs (KTO) from train conversations, compared
     with SFT alone on the test split; with too few preferences, the SFT adapter passed through unchanged."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     sft = artifacts.require_latest("lora_adapter")
+    sft = {**sft, "base_path": base_path_for(sft)}
     splits = artifacts.require_latest("dataset_splits")
     raw = artifacts.require_latest("raw_interactions")
     cfg = config.to_preference_config()
@@ -144,13 +147,13 @@ def preference_adapter(
             run.log_artifact(out_dir / "comparison.json", artifact_path="comparison")
             run.set_tags({"preference_verdict": comparison["verdict"]})
             context.log.info(comparison["verdict"])
-        run.log_artifact(result.adapter_dir, artifact_path="adapter")
+        run.log_artifact(result.adapter_dir, artifact_path=f"{MODEL_DIR}/adapter")
         tags = {"dataset_version": sft["dataset_version"], "dagster_run_id": context.run.run_id,
                 "code_version": code_version(), "base_model": sft["base_model"],
                 "chat_template_fingerprint": sft.get("template_fingerprint", ""),
                 "preference_method": method, "sft_model_version": str(sft["model_version"])}
         run.set_tags(tags)
-        registered = tracker.register_model(run.artifact_uri("adapter"), run.run_id, tags)
+        registered = tracker.register_model(run.artifact_uri(MODEL_DIR), run.run_id, tags)
         lineage = mlflow_metadata(run)
 
     artifacts.record_latest("preference_adapter", {

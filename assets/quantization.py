@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run
+from homegrown.tracking import MANIFEST, REGISTERED_MODEL
 from homegrown.training.chat import to_training_messages
 from homegrown.training.export import (
     check_quantization_agreement,
@@ -52,7 +53,7 @@ def quantized_model(
     context: dg.AssetExecutionContext, config: QuantizeConfig, store: StorageResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     """GGUF Q8_0 and Q4_K_M with an Ollama Modelfile, checked for train/serve parity and quantization loss."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     merged = artifacts.require_latest("merged_model")
     splits = artifacts.require_latest("dataset_splits")
     hf_dir = Path(merged["path"])
@@ -114,6 +115,7 @@ def quantized_model(
     mlflow.tracker().tag_model_version(merged["model_version"], tags)
 
     if parity_ok and stops_ok and deploy is not None:
+        _log_model_files(mlflow.tracker(), merged, files, deploy, out_dir, modelfile)
         artifacts.record_latest("quantized_model", {
             "model_version": merged["model_version"], "gguf": {k: str(v) for k, v in files.items()},
             "deploy": deploy, "modelfile": str(modelfile), "agreement": agreement, "template_parity": parity_ok,
@@ -184,6 +186,24 @@ def _render_prompt(hf_dir: Path, conversation: list[dict]) -> str:
 
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     return tokenizer.apply_chat_template(conversation[:-1], tokenize=False, add_generation_prompt=True)
+
+def _log_model_files(tracker, merged: dict, files: dict[str, Path], deploy: str, out_dir: Path,
+                     modelfile: Path) -> None:
+    """The GGUF files, the Modelfile and the manifest into the model version's artifacts (``model/``), so
+    ``models:/homegrown-assistant@champion`` serves on a machine that never ran this pipeline. Older merged
+    records (before the run id was recorded) have no run to log into and are skipped."""
+    run_id = merged.get("mlflow_run_id")
+    if not run_id:
+        return
+    manifest = {"model": REGISTERED_MODEL, "version": str(merged["model_version"]), "deploy": deploy,
+                "serve": f"gguf/{files[deploy].name}", "gguf": {k: f"gguf/{v.name}" for k, v in files.items()},
+                "modelfile": "gguf/Modelfile", "stop": [STOP_TOKEN], "base_model": merged.get("base_spec", "")}
+    manifest_path = out_dir / MANIFEST
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    for path in (*files.values(), modelfile):
+        tracker.log_model_files(run_id, path, "gguf")
+    tracker.log_model_files(run_id, manifest_path, "")
+
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=str))

@@ -106,7 +106,7 @@ def roi_report(
         run.log_artifact(out_dir, artifact_path="roi_report")
         lineage = mlflow_metadata(run)
 
-    store.store().record_latest("roi_report", {"dir": str(out_dir), "totals": totals,
+    store.store(context).record_latest("roi_report", {"dir": str(out_dir), "totals": totals,
                                                "plots": [str(p) for p in plots]})
     return dg.MaterializeResult(metadata={
         "summary": dg.MetadataValue.md(markdown[:20000]),

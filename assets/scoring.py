@@ -74,7 +74,7 @@ def scored_dataset(
     context: dg.AssetExecutionContext, config: ScoringConfig, store: StorageResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     """Interactions that are good enough to learn from: scored, anonymised, de-duplicated, with lineage."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     raw = artifacts.require_latest("raw_interactions")
     interactions = load_interactions(raw["db_path"])
     opted_out = set(raw.get("opted_out_orgs", []))

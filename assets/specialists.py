@@ -61,7 +61,7 @@ def specialist_adapters(
 ) -> dg.MaterializeResult:
     """A LoRA adapter per example type trained on that type's train rows, exported as a llama.cpp LoRA file,
     and evaluated on the type's test rows against the base and the general candidate (quality and latency)."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     splits = artifacts.require_latest("dataset_splits")
     general = artifacts.require_latest("lora_adapter")
     quantized = artifacts.require_latest("quantized_model")
@@ -171,8 +171,8 @@ def _general_model(tracker, quantized: dict) -> tuple[str, str]:
     """The general model a specialist must keep up with: the champion that serves beside it (its GGUF file
     from the registry, when the file is on this machine), else the latest candidate."""
     champion = tracker.alias_version("champion")
-    path = champion and (champion["tags"].get("gguf_deploy") or champion["tags"].get("gguf_q4_k_m"))
-    if path and Path(path).is_file():
+    path = champion and tracker.local_gguf(champion)
+    if path:
         return f"champion v{champion['version']}", str(path)
     return f"candidate v{quantized['model_version']}", quantized["gguf"][quantized.get("deploy", "q4_k_m")]
 

@@ -44,12 +44,12 @@ def dataset_splits(
     context: dg.AssetExecutionContext, config: SplitConfig, store: StorageResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     """Train/validation/test by a hash of conversation_id; earlier assignments never change; versioned by content."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     scored_info = artifacts.require_latest("scored_dataset")
     scored = read_parquet(scored_info["path"])
     kept = scored[scored["keep"]].reset_index(drop=True)
 
-    assignment_file = artifacts.stage_dir("dataset_splits", "state") / "assignment.json"
+    assignment_file = artifacts.state_dir("dataset_splits") / "assignment.json"
     previous = json.loads(assignment_file.read_text()) if assignment_file.exists() else {}
     assignment = assign_splits(kept, previous, ratios=(config.train, config.validation, config.test))
     # MinHash LSH in de-duplication is probabilistic: a second pass over cross-split pairs removes the few
@@ -82,7 +82,8 @@ def dataset_splits(
         lineage = mlflow_metadata(run)
 
     info = {"version": version, "cross_split_duplicates_removed": len(missed), "dir": str(out_dir), "paths": result.paths, "rows": result.rows,
-            "per_type": result.per_type, "scored_version": scored_info["version"], "mlflow_run_id": run.run_id}
+            "per_type": result.per_type, "scored_version": scored_info["version"], "mlflow_run_id": run.run_id,
+            "assignment": str(assignment_file)}
     if not problems:
         artifacts.record_latest("dataset_splits", info)
     return dg.MaterializeResult(

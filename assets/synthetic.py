@@ -19,7 +19,7 @@ def synthetic_examples(
     teacher: TeacherResource,
 ) -> dg.MaterializeResult:
     """Examples written from the knowledge file (template expansion offline, or a teacher API); zero without one."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     source = teacher.knowledge_source()
     knowledge = teacher.knowledge_path(copy_dir=artifacts.root / "knowledge")
     raw = artifacts.latest("raw_interactions") or {}

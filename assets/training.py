@@ -5,6 +5,7 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from assets._lineage import mlflow_metadata, stage_run
+from homegrown.tracking import MODEL_DIR
 from homegrown.training.base import resolve_base_model
 from homegrown.training.sft import TrainConfig
 from homegrown.versioning import code_version
@@ -77,7 +78,7 @@ def lora_adapter(
     compute: TrainingCompute,
 ) -> dg.MaterializeResult:
     """A LoRA adapter fine-tuned on the train split (loss on answers only), registered in MLflow with lineage."""
-    artifacts = store.store()
+    artifacts = store.store(context)
     splits = artifacts.require_latest("dataset_splits")
     base = resolve_base_model(config.base_model)
     train_cfg = config.to_train_config()
@@ -108,7 +109,7 @@ def lora_adapter(
         if recipe:
             run.log_params({**{f"recipe.{k}": v for k, v in recipe["config"].items()},
                             **{f"recipe.why.{k}": v for k, v in recipe["reasons"].items()}})
-        run.log_artifact(result["adapter_dir"], artifact_path="adapter")
+        run.log_artifact(result["adapter_dir"], artifact_path=f"{MODEL_DIR}/adapter")
         tags = {
             "dataset_version": splits["version"],
             "dagster_run_id": context.run.run_id,
@@ -119,10 +120,11 @@ def lora_adapter(
             "mlflow_dataset_run_id": splits.get("mlflow_run_id", ""),
         }
         run.set_tags(tags)
-        registered = tracker.register_model(run.artifact_uri("adapter"), run.run_id, tags)
+        registered = tracker.register_model(run.artifact_uri(MODEL_DIR), run.run_id, tags)
         lineage = mlflow_metadata(run)
 
     info = {"adapter_dir": result["adapter_dir"], "base_path": str(base.path), "base_model": base.name,
+            "base_spec": config.base_model,
             "dataset_version": splits["version"], "metrics": metrics, "model_version": registered["version"],
             "mlflow_model_uri": registered["uri"], "mlflow_run_id": run.run_id,
             "template_fingerprint": base.template_fingerprint, "history": result["history"],

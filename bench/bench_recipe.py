@@ -19,12 +19,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from homegrown import paths
 from homegrown.evaluation.evaluate import load_test_examples
 from homegrown.evaluation.facts import KnowledgeFacts
 from homegrown.evaluation.metrics import evaluate_answers
 from homegrown.evaluation.runner import run_model
-from homegrown.store import ArtifactStore
+from homegrown.store import open_store
 from homegrown.training.base import resolve_base_model
 from homegrown.training.merge import merge_adapter
 from homegrown.training.sft import TrainConfig, train
@@ -71,7 +70,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/homegrown-bench-recipe")
     parser.add_argument("--out", help="write the Markdown table here")
     args = parser.parse_args()
-    splits = ArtifactStore(paths.subdir("artifacts")).require_latest("dataset_splits")["paths"]
+    splits = open_store().require_latest("dataset_splits")["paths"]
     rows = []
     for arm in args.arms:
         rows.append(run_arm(arm, splits, Path(args.work), args.examples))

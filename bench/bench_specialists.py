@@ -73,12 +73,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96, help="token cap of every answer")
     args = parser.parse_args()
 
-    from homegrown import paths
     from homegrown.gateway.backends import LlamaCppBackend
     from homegrown.specialists import summary_table
-    from homegrown.store import ArtifactStore
+    from homegrown.store import open_store
 
-    store = ArtifactStore(paths.subdir("artifacts"))
+    store = open_store()
     trained = store.latest("specialist_adapters")
     if not trained:
         raise SystemExit("no specialist_adapters yet: run `homegrown specialists` first")

@@ -67,12 +67,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
 
-    from homegrown import paths
     from homegrown.gateway.backends import LlamaCppBackend, OpenAICompatibleBackend
     from homegrown.gateway.vllm import start_vllm
-    from homegrown.store import ArtifactStore
+    from homegrown.store import open_store
 
-    store = ArtifactStore(paths.subdir("artifacts"))
+    store = open_store()
     merged = store.require_latest("merged_model")
     quantized = store.require_latest("quantized_model")
     if not merged.get("adapter_dir"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from homegrown import paths
-from homegrown.store import ArtifactStore
+from homegrown.store import ArtifactStore, open_store
 
 SPECIALISTS_GROUP = "specialists"
 # Everything the loop runs: the optional specialists (``homegrown specialists``) are left out.
@@ -22,7 +22,7 @@ LOOP_SELECTION = f"* and not group:{SPECIALISTS_GROUP}"
 
 
 def _store() -> ArtifactStore:
-    return ArtifactStore(paths.subdir("artifacts"))
+    return open_store()
 
 
 def prepare_dagster_home() -> Path:
@@ -35,12 +35,13 @@ def prepare_dagster_home() -> Path:
 
 
 def status() -> dict[str, Any]:
-    """What the latest materialisations produced (paths, versions, counts)."""
+    """What the latest materialisations produced (paths, versions, counts): the pointers as stored (URIs on
+    S3), nothing downloaded."""
     store = _store()
     out: dict[str, Any] = {"home": str(paths.home())}
-    splits = store.latest("dataset_splits")
-    raw = store.latest("raw_interactions")
-    scored = store.latest("scored_dataset")
+    splits = store.pointer("dataset_splits")
+    raw = store.pointer("raw_interactions")
+    scored = store.pointer("scored_dataset")
     if splits or raw:
         out["dataset"] = {
             "version": splits and splits["version"],
@@ -52,14 +53,14 @@ def status() -> dict[str, Any]:
             "superseded": (raw or {}).get("superseded"),
             "kept": (scored or {}).get("kept"),
         }
-    adapter = store.latest("lora_adapter")
-    preference = store.latest("preference_adapter")
+    adapter = store.pointer("lora_adapter")
+    preference = store.pointer("preference_adapter")
     if adapter and preference and preference.get("tuned") \
             and str(preference.get("sft_model_version")) == str(adapter["model_version"]):
         adapter = {**adapter, **preference}  # the candidate is the preference-tuned adapter
     if adapter:
-        merged = store.latest("merged_model") or {}
-        quantized = store.latest("quantized_model") or {}
+        merged = store.pointer("merged_model") or {}
+        quantized = store.pointer("quantized_model") or {}
         out["model"] = {
             "version": adapter["model_version"],
             "mlflow_model_uri": adapter["mlflow_model_uri"],
@@ -70,15 +71,15 @@ def status() -> dict[str, Any]:
             "dataset_version": adapter["dataset_version"],
             "preference": adapter.get("method") if adapter.get("tuned") else None,
         }
-    report = store.latest("eval_report")
+    report = store.pointer("eval_report")
     if report:
         out["eval"] = {"report": report["report"], "metrics": report["metrics"], "promoted": report["promoted"],
                        "model_version": report["model_version"], "gate_failures": report["gate"].get("failures")}
-    rollout = store.latest("rollout_state")
+    rollout = store.pointer("rollout_state")
     if rollout:
         out["rollout"] = {key: rollout.get(key) for key in ("action", "reason", "share_before", "share_after",
                                                             "decided_at")}
-    deployed = store.latest("deployed_endpoint")
+    deployed = store.pointer("deployed_endpoint")
     from homegrown.gateway.server import running_gateway
     from homegrown.gateway.settings import GatewaySettings
 
@@ -278,7 +279,7 @@ def cmd_specialists(args: argparse.Namespace) -> int:
     candidate, serve the passed ones beside the champion, and ask each one question through the endpoint."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    if _store().latest("quantized_model") is None:
+    if _store().pointer("quantized_model") is None:
         raise SystemExit("no general candidate yet: run `homegrown demo` (or the retrain job) first")
     result = run_pipeline(f"group:{SPECIALISTS_GROUP}", args.config, raise_on_error=False)
     failed = failed_steps(result)
@@ -306,6 +307,29 @@ def cmd_specialists(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Download what a registered version serves from the tracking server (MLFLOW_TRACKING_URI) and, with
+    --serve, serve it from this machine's gateway: a machine that never ran the pipeline serves the champion."""
+    from homegrown.tracking import tracker_from_env
+
+    tracker = tracker_from_env()
+    if args.part:
+        folder = tracker.download_model(args.uri, args.dest or paths.subdir("models", "registry", "pulled"), args.part)
+        print(f"downloaded {args.part} of {args.uri} to {folder}")
+        return 0
+    gguf, version = tracker.pull_gguf(args.uri, args.dest)
+    print(f"{args.uri} is version {version['version']}; its served file: {gguf}")
+    if not args.serve:
+        return 0
+    from homegrown.gateway.deploy import serve_pulled
+
+    outcome = serve_pulled(version["version"], gguf)
+    if not outcome["smoke_ok"]:
+        raise SystemExit(f"the gateway did not serve it: {outcome['smoke_detail']}")
+    print(f"serving {outcome['model']} at {outcome['url']}/v1; smoke answer: {outcome['smoke_answer'][:160]!r}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     info = status()
     if args.json:
@@ -325,18 +349,19 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from homegrown.data.ingest import load_interactions
     from homegrown.evaluation.evaluate import attach_logged_answers, evaluate_models, load_test_examples
-    from homegrown.tracking import tracker_from_env
+    from homegrown.tracking import REGISTERED_MODEL, tracker_from_env
     from homegrown.training.base import embedded_gguf_path
 
     store = _store()
     splits = store.require_latest("dataset_splits")
     spec = args.model
     if spec.isdigit() or spec.startswith("models:/"):
-        version = spec.rsplit("/", 1)[-1]
-        tags = tracker_from_env().model_version(version)["tags"]
-        spec = tags.get("gguf_deploy") or tags.get("gguf_q4_k_m") or tags.get("merged_path")
+        tracker = tracker_from_env()
+        uri = spec if spec.startswith("models:/") else f"models:/{REGISTERED_MODEL}/{spec}"
+        version = tracker.resolve_model_uri(uri)
+        spec = tracker.local_gguf(version) or version["tags"].get("merged_path")
         if not spec:
-            raise SystemExit(f"model version {version} has no GGUF or merged model recorded")
+            raise SystemExit(f"model version {version['version']} has no GGUF or merged model recorded")
     examples = load_test_examples(args.test or splits["paths"]["test"]["parquet"], args.limit or None)
     models = {"model": spec}
     if not args.no_base:
@@ -392,8 +417,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def ingestion_state_db() -> Path | None:
     """The ingestion state database of the latest ``raw_interactions`` (or its default place), if it exists."""
-    raw = _store().latest("raw_interactions")
-    path = Path(raw["db_path"]) if raw else paths.home() / "artifacts" / "raw_interactions" / "state" / "interactions.sqlite"
+    store = _store()
+    raw = store.latest("raw_interactions")
+    path = Path(raw["db_path"]) if raw else store.root / "raw_interactions" / "state" / "interactions.sqlite"
     return path if path.exists() else None
 
 
@@ -466,6 +492,16 @@ def main(argv: list[str] | None = None) -> int:
     spec.add_argument("--config", default=str(paths.PROJECT_ROOT / "pipelines" / "specialists_config.yaml"),
                       help="run config (default: two types of the demo, time-capped for a laptop)")
     spec.set_defaults(func=cmd_specialists)
+
+    pull = sub.add_parser("pull", help="download a registered model version (models:/homegrown-assistant@champion) "
+                          "from MLflow; --serve serves it from this machine's gateway")
+    pull.add_argument("uri", nargs="?", default="models:/homegrown-assistant@champion",
+                      help="models:/<name>@<alias> or models:/<name>/<version>")
+    pull.add_argument("--dest", help="folder to download into (default <HOMEGROWN_HOME>/models/registry/v<N>)")
+    pull.add_argument("--part", choices=["gguf", "merged", "adapter"],
+                      help="download this part of the model artifacts instead of the served GGUF")
+    pull.add_argument("--serve", action="store_true", help="serve the pulled GGUF as this gateway's champion")
+    pull.set_defaults(func=cmd_pull)
 
     st = sub.add_parser("status", help="show the latest dataset, model, eval and endpoint")
     st.add_argument("--json", action="store_true", help="print JSON")

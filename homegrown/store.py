@@ -15,19 +15,64 @@ from typing import Any
 
 import pandas as pd
 
+from homegrown import paths
 from homegrown.data.columns import JSON_EXAMPLE_COLUMNS, JSON_INTERACTION_COLUMNS
+from homegrown.data.sources import is_s3, split_s3
+
+ARTIFACTS_ENV = "HOMEGROWN_ARTIFACTS"
+
+
+def artifacts_location() -> str:
+    """``HOMEGROWN_ARTIFACTS`` (a folder or ``s3://bucket/prefix``), else ``<HOMEGROWN_HOME>/artifacts``."""
+    return os.environ.get(ARTIFACTS_ENV) or str(paths.subdir("artifacts"))
+
+
+def open_store(location: str | Path | None = None) -> ArtifactStore:
+    """The artifact store at ``location`` (default: :func:`artifacts_location`), on a folder or on S3."""
+    return ArtifactStore(location or artifacts_location())
 
 
 class ArtifactStore:
-    """A folder of artifacts: ``<root>/<stage>/<version>/...`` plus ``<root>/latest/<stage>.json``."""
+    """Artifacts under ``<root>/<stage>/<version>/...`` plus pointers ``<root>/latest/<stage>.json``.
 
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
+    ``root`` is a local folder or ``s3://bucket/prefix``. Stages always read and write local files (trainers,
+    llama.cpp and pandas need them), so on S3 the store keeps a local working copy under
+    ``<HOMEGROWN_HOME>/cache/artifacts/<bucket>/<prefix>`` and S3 holds the truth:
+
+    - ``record_latest`` uploads every file or folder of the working copy the pointer names, then writes the
+      pointer with those paths as ``s3://`` URIs: what another machine, or the Dagster UI, sees;
+    - ``latest``/``require_latest`` read the pointer from S3 and download what it names that the working copy
+      lacks (or holds at another ETag), and return it with local paths, so stage code is the same everywhere.
+
+    ``state_dir`` is a stage's mutable state (the ingestion database, the split assignment): it is downloaded
+    before the stage reads it and uploaded with the stage's pointer. Two runs of one stage never overlap (the
+    stage pools), so the last pointer written is the state every later run starts from.
+    """
+
+    def __init__(self, root: Path | str, cache: Path | str | None = None):
+        self.uri = str(root).rstrip("/")
+        self.remote = is_s3(self.uri)
+        if self.remote:
+            bucket, prefix = split_s3(self.uri)
+            self.bucket, self.prefix = bucket, prefix  # prefix ends in "/" unless empty
+            self.root = Path(cache) if cache else paths.subdir("cache", "artifacts", bucket, *prefix.split("/"))
+        else:
+            self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.uri!r})"
 
     def stage_dir(self, stage: str, version: str) -> Path:
         path = self.root / stage / version
         path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def state_dir(self, stage: str) -> Path:
+        """``<root>/<stage>/state``: the stage's mutable state, brought up to date from S3 first."""
+        path = self.stage_dir(stage, "state")
+        if self.remote:
+            self._download_tree(self._key(path))
         return path
 
     def write_table(self, stage: str, version: str, name: str, df: pd.DataFrame) -> Path:
@@ -36,29 +81,179 @@ class ArtifactStore:
         to_parquet(df, path)
         return path
 
-    def record_latest(self, stage: str, info: dict[str, Any]) -> Path:
-        """Atomically point ``stage`` at its newest successful output."""
-        info = {**info, "recorded_at": datetime.now(UTC).isoformat()}
+    def record_latest(self, stage: str, info: dict[str, Any]) -> dict[str, Any]:
+        """Atomically point ``stage`` at its newest successful output; returns the pointer as stored."""
+        info = json.loads(json.dumps({**info, "recorded_at": datetime.now(UTC).isoformat()}, default=str))
+        if self.remote:
+            info = self._publish(info)
+            body = json.dumps(info, indent=2).encode()
+            _s3().put_object(Bucket=self.bucket, Key=f"{self.prefix}latest/{stage}.json", Body=body)
+            return info
         latest = self.root / "latest"
         latest.mkdir(parents=True, exist_ok=True)
         target = latest / f"{stage}.json"
         fd, tmp = tempfile.mkstemp(dir=latest, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            json.dump(info, fh, indent=2, default=str)
+            json.dump(info, fh, indent=2)
         os.replace(tmp, target)
-        return target
+        return info
 
-    def latest(self, stage: str) -> dict[str, Any] | None:
+    def pointer(self, stage: str) -> dict[str, Any] | None:
+        """The pointer as stored (``s3://`` URIs on S3), without downloading anything."""
+        if self.remote:
+            from botocore.exceptions import ClientError
+
+            try:
+                body = _s3().get_object(Bucket=self.bucket, Key=f"{self.prefix}latest/{stage}.json")["Body"].read()
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                    return None
+                raise
+            return json.loads(body)
         target = self.root / "latest" / f"{stage}.json"
         if not target.exists():
             return None
         return json.loads(target.read_text())
 
+    def latest(self, stage: str) -> dict[str, Any] | None:
+        """The stage's pointer with local paths (what it names is downloaded first on S3), or None."""
+        return self.localize(self.pointer(stage))
+
+    def localize(self, info: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A stored pointer with local paths: on S3 what it names is downloaded first; locally it is as it is."""
+        if info is None or not self.remote:
+            return info
+        return self._localize(info)
+
     def require_latest(self, stage: str) -> dict[str, Any]:
         info = self.latest(stage)
         if info is None:
-            raise FileNotFoundError(f"no successful materialisation of {stage!r} in {self.root}; materialise it first")
+            raise FileNotFoundError(f"no successful materialisation of {stage!r} in {self.uri}; materialise it first")
         return info
+
+    def uri_of(self, path: Path | str) -> str:
+        """What another machine calls a path of this working copy: its ``s3://`` URI (a local store: the path)."""
+        if not self.remote:
+            return str(path)
+        return f"s3://{self.bucket}/{self._key(Path(path))}"
+
+    def local_path(self, uri: str) -> Path:
+        """Where a URI of this store lives in the working copy (nothing is downloaded)."""
+        if not self.remote:
+            return Path(uri)
+        if not uri.startswith(self.uri + "/"):
+            raise ValueError(f"{uri!r} is not under the artifact store {self.uri}")
+        return self._local(uri)
+
+    def publish(self, info: Any) -> Any:
+        """Upload what ``info`` names in the working copy and return it with URIs (a local store: as it is)."""
+        return self._publish(info) if self.remote else info
+
+    # --- S3 mirroring -------------------------------------------------------------------------------------
+
+    def _key(self, local: Path) -> str:
+        return self.prefix + local.resolve().relative_to(self.root.resolve()).as_posix()
+
+    def _local(self, uri: str) -> Path:
+        return self.root / uri[len(self.uri) + 1:]
+
+    def _publish(self, value: Any) -> Any:
+        """Upload every existing file or folder of the working copy that ``value`` names; name them by URI."""
+        if isinstance(value, dict):
+            return {k: self._publish(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._publish(v) for v in value]
+        if isinstance(value, str) and value.startswith("/"):
+            path = Path(value)
+            try:
+                path.resolve().relative_to(self.root.resolve())
+            except ValueError:
+                return value  # outside the store (a base model in a cache): stays a local path
+            if path.is_file():
+                self._upload_file(path)
+            elif path.is_dir():
+                for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                    self._upload_file(file)
+            else:
+                return value
+            return f"s3://{self.bucket}/{self._key(path)}"
+        return value
+
+    def _localize(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self._localize(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._localize(v) for v in value]
+        if isinstance(value, str) and value.startswith(self.uri + "/"):
+            key = self.prefix + value[len(self.uri) + 1:]
+            if _head(self.bucket, key) is not None:
+                self._download_file(key)
+            else:
+                self._download_tree(key)
+            return str(self._local(value))
+        return value
+
+    def _sync_record(self, path: Path) -> Path:
+        return self.root / ".s3sync" / (path.resolve().relative_to(self.root.resolve()).as_posix() + ".json")
+
+    def _upload_file(self, path: Path) -> None:
+        """Upload one file unless it is unchanged since it was last uploaded or downloaded here."""
+        stat = path.stat()
+        record = self._sync_record(path)
+        seen = json.loads(record.read_text()) if record.is_file() else {}
+        if seen.get("size") == stat.st_size and seen.get("mtime_ns") == stat.st_mtime_ns:
+            return
+        key = self._key(path)
+        _s3().upload_file(str(path), self.bucket, key)
+        head = _head(self.bucket, key) or {}
+        self._remember(path, head.get("ETag", ""))
+
+    def _download_file(self, key: str, etag: str | None = None) -> None:
+        """Download one object unless the working copy already holds it at the same ETag."""
+        target = self.root / key[len(self.prefix):]
+        if etag is None:
+            etag = (_head(self.bucket, key) or {}).get("ETag", "")
+        record = self._sync_record(target) if target.exists() else None
+        if record is not None and record.is_file():
+            seen = json.loads(record.read_text())
+            stat = target.stat()
+            if seen.get("etag") == etag and seen.get("size") == stat.st_size \
+                    and seen.get("mtime_ns") == stat.st_mtime_ns:
+                return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        os.close(fd)
+        try:
+            _s3().download_file(self.bucket, key, temp)
+            os.replace(temp, target)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        self._remember(target, etag)
+
+    def _download_tree(self, key: str) -> None:
+        prefix = key.rstrip("/") + "/"
+        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                self._download_file(item["Key"], item["ETag"])
+
+    def _remember(self, path: Path, etag: str) -> None:
+        stat = path.stat()
+        record = self._sync_record(path)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"etag": etag, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+
+
+def _head(bucket: str, key: str) -> dict[str, Any] | None:
+    from homegrown.data.sources import _s3_head
+
+    return _s3_head(bucket, key)
+
+
+def _s3():
+    from homegrown.data.sources import _s3 as client
+
+    return client()
 
 
 _NESTED = set(JSON_EXAMPLE_COLUMNS) | set(JSON_INTERACTION_COLUMNS)

@@ -18,6 +18,12 @@ from homegrown import paths
 
 EXPERIMENT = "homegrown"
 REGISTERED_MODEL = "homegrown-assistant"
+# A model version's source is this artifact folder of the run that trained it: ``adapter/`` (logged by the
+# training run), ``merged/`` (merged_model), ``gguf/`` (quantized_model) and MANIFEST, which names the GGUF
+# file to serve. ``models:/homegrown-assistant@champion`` therefore downloads everything needed to serve the
+# champion, on any machine that can reach the tracking server.
+MODEL_DIR = "model"
+MANIFEST = "homegrown-model.json"
 # How long a process waits for another one that is creating the SQLite store's schema.
 STORE_LOCK_TIMEOUT_S = 300
 
@@ -161,6 +167,82 @@ class Tracker:
         mv = self._client().get_model_version(REGISTERED_MODEL, str(version))
         return {"version": mv.version, "tags": dict(mv.tags), "run_id": mv.run_id, "source": mv.source,
                 "aliases": list(mv.aliases)}
+
+    def log_model_files(self, run_id: str, local: Path | str, part: str) -> None:
+        """Add ``local`` (a file or folder) to the model artifacts of the version trained by ``run_id``, under
+        ``model/<part>``; the run may have ended (merged weights and GGUF files come from later stages)."""
+        client = self._client()
+        local = Path(local)
+        artifact_path = f"{MODEL_DIR}/{part}".rstrip("/")
+        if local.is_dir():
+            client.log_artifacts(run_id, str(local), artifact_path)
+        else:
+            client.log_artifact(run_id, str(local), artifact_path)
+
+    def download_model(self, uri: str, dest: Path | str, part: str = "") -> Path:
+        """Download a registered version's model artifacts (or only ``part`` of them: ``gguf``, ``merged``,
+        ``adapter``) into ``dest``; ``uri`` is ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+        Returns the local folder of what was asked for."""
+        import mlflow.artifacts
+
+        self._client()
+        if not part:
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest),
+                                                            tracking_uri=self.tracking_uri))
+        source = self.resolve_model_uri(uri)["source"]
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{source.rstrip('/')}/{part}",
+                                                        dst_path=str(dest), tracking_uri=self.tracking_uri))
+
+    def pull_gguf(self, uri: str, dest: Path | str | None = None) -> tuple[Path, dict[str, Any]]:
+        """The GGUF file a registered version serves, downloaded (only it and the manifest, not the merged
+        weights) into ``dest`` (default ``<HOMEGROWN_HOME>/models/registry/v<version>``); returns its local
+        path and the version. Raises FileNotFoundError for a version whose quantized model was never logged."""
+        import json
+
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        version = self.resolve_model_uri(uri)
+        folder = Path(dest) if dest else paths.subdir("models", "registry", f"v{version['version']}")
+        source = version["source"].rstrip("/")
+        try:
+            manifest = json.loads(Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{source}/{MANIFEST}", dst_path=str(folder), tracking_uri=self.tracking_uri)).read_text())
+        except (MlflowException, OSError) as error:
+            raise FileNotFoundError(f"{uri} (version {version['version']}) has no {MANIFEST} in its model "
+                                    f"artifacts {source}: its quantized_model was never logged ({error})") from error
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/{manifest['serve']}",
+                                                    dst_path=str(folder), tracking_uri=self.tracking_uri)
+        return Path(local), {**version, "manifest": manifest}
+
+    def local_gguf(self, version: dict[str, Any]) -> str | None:
+        """A version's served GGUF on this machine: the path its tags record where it exists here, else the
+        file pulled from its model artifacts; None when it has neither (never quantized, or logged before
+        model artifacts were)."""
+        recorded = version["tags"].get("gguf_deploy") or version["tags"].get("gguf_q4_k_m")
+        if recorded and Path(recorded).is_file():
+            return recorded
+        try:
+            return str(self.pull_gguf(f"models:/{REGISTERED_MODEL}/{version['version']}")[0])
+        except FileNotFoundError:
+            return None
+
+    def resolve_model_uri(self, uri: str) -> dict[str, Any]:
+        """``models:/<name>@<alias>`` or ``models:/<name>/<version>`` -> the model version (as ``model_version``)."""
+        if not uri.startswith("models:/"):
+            raise ValueError(f"not a registered model URI: {uri!r} (models:/<name>@<alias> or models:/<name>/<n>)")
+        rest = uri[len("models:/"):].strip("/")
+        client = self._client()
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = rest.partition("/")
+            if not version:
+                raise ValueError(f"{uri!r} names no version or alias")
+            mv = client.get_model_version(name, version)
+        return {"name": name, "version": mv.version, "tags": dict(mv.tags), "run_id": mv.run_id,
+                "source": mv.source, "aliases": list(mv.aliases)}
 
     def model_versions(self) -> list[dict[str, Any]]:
         client = self._client()

@@ -6,9 +6,8 @@ import time
 
 import dagster as dg
 
-from homegrown import paths
 from homegrown.retrain import count_new_good_examples, decide_retrain
-from homegrown.store import ArtifactStore
+from homegrown.store import open_store
 from homegrown.tracking import tracker_from_env
 from pipelines.jobs import curate_job, retrain_job
 from resources import MlflowResource, StorageResource
@@ -20,7 +19,7 @@ COOLDOWN_S = float(os.environ.get("HOMEGROWN_RETRAIN_COOLDOWN_S", str(6 * 3600))
 @dg.sensor(job=retrain_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Retrain when enough new examples that pass the quality policy arrived since the champion.")
 def retrain_on_new_examples(context: dg.SensorEvaluationContext):
-    store = ArtifactStore(paths.subdir("artifacts"))
+    store = open_store()
     champion = tracker_from_env().alias_version("champion")
     champion_dataset = champion["tags"].get("dataset_version") if champion else None
     new, scored_version = count_new_good_examples(store, champion_dataset)

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from homegrown import paths
 from homegrown.data.sources import cached_copy, find_knowledge_file, is_s3
-from homegrown.store import ArtifactStore
+from homegrown.store import ArtifactStore, open_store
 from homegrown.tracking import Tracker, default_artifact_root, default_tracking_uri
 
 DEMO_KNOWLEDGE = Path(__file__).resolve().parent.parent / "homegrown" / "demo" / "knowledge.json"
@@ -22,10 +22,13 @@ DEMO_KNOWLEDGE = Path(__file__).resolve().parent.parent / "homegrown" / "demo" /
 class StorageResource(dg.ConfigurableResource):
     """Where large artifacts (tables, datasets, adapters, models) are written, by reference."""
 
-    root: str = Field(default="", description="Artifact folder; empty means <HOMEGROWN_HOME>/artifacts.")
+    root: str = Field(default="", description="Artifact folder or s3://bucket/prefix; empty means "
+                      "HOMEGROWN_ARTIFACTS, else <HOMEGROWN_HOME>/artifacts.")
 
-    def store(self) -> ArtifactStore:
-        return ArtifactStore(Path(self.root) if self.root else paths.subdir("artifacts"))
+    def store(self, context: dg.AssetExecutionContext | None = None) -> ArtifactStore:
+        """The store; with an asset's ``context``, as that run sees it (:class:`RunArtifacts`)."""
+        found = open_store(self.root or None)
+        return RunArtifacts(found, context) if context is not None else found  # type: ignore[return-value]
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -123,3 +126,76 @@ class TeacherResource(dg.ConfigurableResource):
         from homegrown.data.synthetic import TeacherSettings
 
         return TeacherSettings(base_url=self.base_url, model=self.model, api_key=self.api_key or "none")
+
+
+POINTER_METADATA = "homegrown/pointer"
+
+
+class RunArtifacts:
+    """The artifact store as one Dagster run sees it.
+
+    Upstream pointers come from the asset's materialisations in the instance's event log (the latest one that
+    recorded a pointer: a materialisation that a blocking check stopped records none), so what the UI shows as
+    the upstream materialisation is what the run reads; each read is noted on this run's materialisation
+    (``upstream/<stage>``: the run and time that recorded it). A pointer in the store newer than any
+    materialisation's (written outside Dagster, or by an instance that this one does not share) wins, with a
+    warning. Each pointer this run records is attached to its own materialisation (``homegrown/pointer``).
+    Everything else is the store's.
+    """
+
+    def __init__(self, store: ArtifactStore, context: dg.AssetExecutionContext):
+        self._store = store
+        self._context = context
+        self._asset_keys = {key.to_user_string() for key in context.selected_asset_keys}
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def pointer(self, stage: str) -> dict | None:
+        materialized, run_id = _materialized_pointer(self._context.instance, stage)
+        stored = self._store.pointer(stage)
+        chosen, origin = materialized, f"run {run_id}"
+        if stored is not None and (materialized is None
+                                   or str(stored.get("recorded_at", "")) > str(materialized.get("recorded_at", ""))):
+            if materialized is not None:
+                self._context.log.warning(f"{stage}: the store's pointer ({stored.get('recorded_at')}) is newer than "
+                                          f"its latest materialisation's ({materialized.get('recorded_at')}); using it")
+            chosen, origin = stored, "the store (no materialisation recorded it)"
+        if chosen is not None and stage not in self._asset_keys:
+            self._context.add_asset_metadata({f"upstream/{stage}": dg.MetadataValue.text(
+                f"{origin}, recorded {chosen.get('recorded_at', '?')}")})
+        return chosen
+
+    def latest(self, stage: str) -> dict | None:
+        return self._store.localize(self.pointer(stage))
+
+    def require_latest(self, stage: str) -> dict:
+        info = self.latest(stage)
+        if info is None:
+            raise FileNotFoundError(f"no successful materialisation of {stage!r} in {self._store.uri}; "
+                                    "materialise it first")
+        return info
+
+    def record_latest(self, stage: str, info: dict) -> dict:
+        stored = self._store.record_latest(stage, info)
+        if stage in self._asset_keys:
+            self._context.add_asset_metadata({POINTER_METADATA: dg.MetadataValue.json(stored)}, asset_key=stage)
+        return stored
+
+
+def _materialized_pointer(instance: dg.DagsterInstance, stage: str, look_back: int = 50) -> tuple[dict | None, str]:
+    """The pointer recorded with the latest materialisation of ``stage`` that recorded one, and its run id."""
+    cursor = None
+    seen = 0
+    while seen < look_back:
+        result = instance.fetch_materializations(dg.AssetKey(stage), limit=10, cursor=cursor, ascending=False)
+        for record in result.records:
+            materialization = record.asset_materialization
+            entry = materialization.metadata.get(POINTER_METADATA) if materialization else None
+            if entry is not None:
+                return dict(entry.value), record.run_id
+        seen += len(result.records)
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    return None, ""

@@ -8,6 +8,7 @@ immediate on the first deploy, when there is nothing to compare with.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,36 @@ def deploy_model(
             log(f"unloading {name} from vLLM after the rollback failed: {exc}")
     outcome["rolled_back"] = True
     return outcome
+
+
+def serve_pulled(version: str, gguf_path: Path | str, *, start_timeout_s: float = 120,
+                 smoke_prompt: str = "What do you serve?", log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Serve a version pulled from the registry as this machine's champion: the models file's champion entry,
+    reload (or start) the gateway, smoke test; the entry before is put back when the smoke test fails. The
+    registry's aliases are left as they are: this machine serves what the registry says, it does not decide."""
+    settings = GatewaySettings()
+    name = model_name(version)
+    path = Path(settings.models_file)
+    previous = read_models_file(path) if path.exists() else None
+    spec = ModelSpec(name=name, gguf_path=str(gguf_path), version=str(version))
+    (previous or ModelsFile()).model_copy(update={"champion": spec}).write(path)
+    api_key = settings.client_api_key()
+    url = _running_url()
+    try:
+        url = _reload_or_start(settings, url, start_timeout_s, log, f"{name} as the champion")
+        ok, detail, answer = smoke_test(url, api_key, name, smoke_prompt)
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:
+        ok, detail, answer = False, f"loading {name} failed: {exc}", ""
+    if not ok:
+        if previous is not None:
+            previous.write(path)
+        else:
+            path.unlink(missing_ok=True)
+        if url:
+            with contextlib.suppress(RuntimeError, httpx.HTTPError):
+                _reload(url, settings)
+    return {"url": url, "model": name, "version": str(version), "smoke_ok": ok, "smoke_detail": detail,
+            "smoke_answer": answer, "rolled_back": not ok}
 
 
 def restore_aliases(tracker: Tracker, saved: dict[str, dict[str, Any] | None]) -> None:

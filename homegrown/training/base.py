@@ -80,6 +80,18 @@ def resolve_base_model(spec: str = DEFAULT_BASE, cache_dir: Path | None = None) 
     return _local(Path(spec).expanduser())
 
 
+def base_path_for(record: dict[str, Any]) -> str:
+    """The base model folder of an adapter record, on this machine: the recorded ``base_path`` where it exists
+    here, else the same base prepared again from the record's ``base_spec`` (another machine wrote it)."""
+    recorded = record.get("base_path")
+    if recorded and Path(recorded).is_dir():
+        return str(recorded)
+    spec = record.get("base_spec") or record.get("base_model")
+    if not spec:
+        raise ValueError(f"the adapter record names no base model this machine has (base_path {recorded!r})")
+    return str(resolve_base_model(spec).path)
+
+
 def _embedded(target: Path) -> BaseModel:
     if not (target / MARKER).is_file():
         _convert_gguf(embedded_gguf_path(), target)
