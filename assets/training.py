@@ -99,8 +99,9 @@ def lora_adapter(
                              and isinstance(v, (int, float))}, step=step)
 
         result = compute.train(context, train_cfg.to_dict(), splits["paths"]["train"]["jsonl"],
-                               splits["paths"]["validation"]["jsonl"], base.path, out_dir, progress=progress)
-        if compute.backend != "in_process":
+                               splits["paths"]["validation"]["jsonl"], base.path, out_dir, progress=progress,
+                               store=artifacts, base_spec=config.base_model, mlflow_run_id=run.run_id)
+        if compute.backend == "accelerate":  # remote containers log their metrics to this run themselves
             for event in result["history"]:
                 progress(event)
         metrics = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}

@@ -32,5 +32,10 @@ def resources_for_environment(env: str | None = None) -> dict:
                                    model=os.environ.get("HOMEGROWN_TEACHER_MODEL", "gpt-4o-mini"),
                                    api_key=dg.EnvVar("HOMEGROWN_TEACHER_API_KEY")),
         "compute": TrainingCompute(backend=os.environ.get("HOMEGROWN_TRAINING_BACKEND", "kubernetes"),
-                                   image=os.environ.get("HOMEGROWN_TRAINING_IMAGE", "")),
+                                   image=os.environ.get("HOMEGROWN_TRAINING_IMAGE", ""),
+                                   namespace=os.environ.get("HOMEGROWN_K8S_NAMESPACE", "default"),
+                                   ecs_cluster=os.environ.get("HOMEGROWN_ECS_CLUSTER", ""),
+                                   ecs_task_definition=os.environ.get("HOMEGROWN_ECS_TASK_DEFINITION", ""),
+                                   ecs_subnets=os.environ.get("HOMEGROWN_ECS_SUBNETS", ""),
+                                   ecs_security_groups=os.environ.get("HOMEGROWN_ECS_SECURITY_GROUPS", "")),
     }
