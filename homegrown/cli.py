@@ -25,13 +25,29 @@ def _store() -> ArtifactStore:
     return open_store()
 
 
+INSTANCE_FILES = {"local": paths.PROJECT_ROOT / "dagster.yaml",
+                  "production": paths.PROJECT_ROOT / "infra" / "dagster" / "dagster.yaml"}
+
+
 def prepare_dagster_home() -> Path:
-    """``DAGSTER_HOME`` under ``HOMEGROWN_HOME``, holding the project's dagster.yaml (SQLite instance)."""
+    """``DAGSTER_HOME`` (default ``<HOMEGROWN_HOME>/dagster``) holding the instance file of ``HOMEGROWN_ENV``:
+    the project's SQLite instance locally, ``infra/dagster/dagster.yaml`` (Postgres, run queue) in production.
+
+    An instance file that is not one of the project's (an operator's own) is left as it is."""
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or paths.home() / "dagster")
     dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(paths.PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    target = dagster_home / "dagster.yaml"
+    wanted = INSTANCE_FILES[paths.environment()]
+    if not target.exists() or (_is_project_instance(target) and target.read_bytes() != wanted.read_bytes()):
+        shutil.copyfile(wanted, target)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     return dagster_home
+
+
+def _is_project_instance(path: Path) -> bool:
+    """Whether ``path`` is a copy of one of the project's instance files (of this or an earlier version)."""
+    first = path.read_text(errors="replace").split("\n", 1)[0]
+    return first.startswith(("# The Dagster instance of homegrown", "# The production Dagster instance of homegrown"))
 
 
 def status() -> dict[str, Any]:

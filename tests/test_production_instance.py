@@ -299,3 +299,20 @@ def test_the_code_read_is_what_dagster_loads():
         assert by_key[name].op.pool == d["pool"], name
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
         assert parents == d["deps"], name
+
+
+# --- which instance file the CLI puts in DAGSTER_HOME ------------------------------------------------------
+
+def test_the_cli_instance_follows_homegrown_env_and_keeps_an_operators_own(hg_home, monkeypatch):
+    from homegrown.cli import prepare_dagster_home
+
+    target = hg_home / "dagster" / "dagster.yaml"
+    prepare_dagster_home()
+    assert target.read_bytes() == LOCAL_INSTANCE.read_bytes()
+    monkeypatch.setenv("HOMEGROWN_ENV", "production")
+    prepare_dagster_home()
+    assert target.read_bytes() == PRODUCTION_INSTANCE.read_bytes()
+    own = "# my instance\nstorage:\n  sqlite:\n    base_dir: /srv/dagster\n"
+    target.write_text(own)
+    prepare_dagster_home()
+    assert target.read_text() == own
