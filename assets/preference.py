@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, model_validator
@@ -93,7 +94,7 @@ def preference_adapter(
     cfg = config.to_preference_config()
 
     frames = {split: read_parquet(paths["parquet"]) for split, paths in splits["paths"].items()}
-    assignment_file = artifacts.root / "dataset_splits" / "state" / "assignment.json"
+    assignment_file = Path(splits.get("assignment") or artifacts.state_dir("dataset_splits") / "assignment.json")
     assignment = json.loads(assignment_file.read_text()) if assignment_file.is_file() else None
     data = build_preference_data(load_interactions(raw["db_path"]), frames, config.policy(), assignment=assignment,
                                  opted_out_orgs=raw.get("opted_out_orgs", []), region=config.region)

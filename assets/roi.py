@@ -78,7 +78,7 @@ def roi_report(
     report = build_report(log, training, config.prices(settings), Budgets.from_settings(settings))
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    out_dir = store.store().stage_dir("roi_report", stamp)
+    out_dir = store.store(context).stage_dir("roi_report", stamp)
     markdown = report_markdown(report)
     (out_dir / "roi_report.md").write_text(markdown)
     report.daily.to_csv(out_dir / "per_day.csv", index=False)

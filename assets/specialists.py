@@ -116,7 +116,8 @@ def specialist_adapters(
                                  f"tokens/s {event.get('tokens_per_s')}")
 
             trained = compute.train(context, train_cfg.to_dict(), train_path, validation_path, base.path,
-                                    folder / "adapter", progress=progress)
+                                    folder / "adapter", progress=progress, store=artifacts,
+                                    base_spec=config.training.base_model, mlflow_run_id=run.run_id)
             lora = export_lora_gguf(trained["adapter_dir"], base.path, folder / f"{name}.lora.gguf")
             examples = [e for e in test_examples if str(e.get(sp.COLUMN) or "chat") == name]
             examples = examples[: config.gate.max_examples or None]

@@ -326,14 +326,20 @@ def cmd_specialists(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     """Download what a registered version serves from the tracking server (MLFLOW_TRACKING_URI) and, with
     --serve, serve it from this machine's gateway: a machine that never ran the pipeline serves the champion."""
+    from mlflow.exceptions import MlflowException
+
     from homegrown.tracking import tracker_from_env
 
     tracker = tracker_from_env()
-    if args.part:
-        folder = tracker.download_model(args.uri, args.dest or paths.subdir("models", "registry", "pulled"), args.part)
-        print(f"downloaded {args.part} of {args.uri} to {folder}")
-        return 0
-    gguf, version = tracker.pull_gguf(args.uri, args.dest)
+    try:
+        if args.part:
+            folder = tracker.download_model(args.uri, args.dest or paths.subdir("models", "registry", "pulled"),
+                                            args.part)
+            print(f"downloaded {args.part} of {args.uri} to {folder}")
+            return 0
+        gguf, version = tracker.pull_gguf(args.uri, args.dest)
+    except (MlflowException, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"cannot pull {args.uri} from {tracker.tracking_uri}: {exc}") from exc
     print(f"{args.uri} is version {version['version']}; its served file: {gguf}")
     if not args.serve:
         return 0
@@ -513,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                           "from MLflow; --serve serves it from this machine's gateway")
     pull.add_argument("uri", nargs="?", default="models:/homegrown-assistant@champion",
                       help="models:/<name>@<alias> or models:/<name>/<version>")
-    pull.add_argument("--dest", help="folder to download into (default <HOMEGROWN_HOME>/models/registry/v<N>)")
+    pull.add_argument("--dest", help="folder to download into (default <HOMEGROWN_HOME>/models/registry/v<N>, "
+                      "or .../registry/pulled with --part)")
     pull.add_argument("--part", choices=["gguf", "merged", "adapter"],
                       help="download this part of the model artifacts instead of the served GGUF")
     pull.add_argument("--serve", action="store_true", help="serve the pulled GGUF as this gateway's champion")

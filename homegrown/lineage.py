@@ -29,8 +29,7 @@ def _raw_state(store: ArtifactStore, interaction_id: str) -> dict[str, Any]:
 
 
 def _dataset_versions(store: ArtifactStore) -> list[Path]:
-    root = store.root / "dataset_splits"
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != "state") if root.exists() else []
+    return [store.fetch("dataset_splits", version) for version in store.versions("dataset_splits")]
 
 
 def interaction_lineage(store: ArtifactStore, tracker: Tracker, interaction_id: str) -> dict[str, Any]:
@@ -70,7 +69,7 @@ def model_lineage(store: ArtifactStore, tracker: Tracker, version: str) -> dict[
     dataset_version = mv["tags"].get("dataset_version")
     if not dataset_version:
         raise ValueError(f"model version {version} has no dataset_version tag")
-    folder = store.root / "dataset_splits" / dataset_version
+    folder = store.fetch("dataset_splits", dataset_version)
     if not folder.exists():
         raise FileNotFoundError(f"dataset version {dataset_version} is no longer in {store.root}")
     splits: dict[str, Any] = {}

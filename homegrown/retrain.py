@@ -40,7 +40,7 @@ def champion_example_ids(store: ArtifactStore, dataset_version: str | None) -> s
     """Example ids of the dataset the champion was trained on (all three splits)."""
     if not dataset_version:
         return set()
-    folder = store.root / "dataset_splits" / dataset_version
+    folder = store.fetch("dataset_splits", dataset_version)
     ids: set[str] = set()
     for parquet in folder.glob("*.parquet"):
         ids.update(read_parquet(parquet)["example_id"])

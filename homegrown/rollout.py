@@ -300,7 +300,9 @@ class RolloutController:
         self.tracker = tracker
         self.settings = settings or RolloutSettings()
         self._reload = reload
-        self.log_dir = artifacts.root / "rollout"
+        # The decisions log is the rollout's mutable state: fetched from the store (S3 in production) and
+        # uploaded with every recorded decision.
+        self.log_dir = artifacts.state_dir("rollout_state")
 
     def reload(self) -> None:
         if self._reload is not None:
@@ -388,7 +390,8 @@ class RolloutController:
         line = json.dumps(decision.to_dict(), default=str)
         with open(self.log_dir / DECISIONS_FILE, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
-        self.artifacts.record_latest("rollout_state", decision.to_dict())
+        self.artifacts.record_latest("rollout_state", {**decision.to_dict(),
+                                                        "decisions_log": str(self.log_dir / DECISIONS_FILE)})
 
     def _to_mlflow(self, decision: Decision) -> None:
         assert self.tracker is not None

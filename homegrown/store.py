@@ -83,7 +83,8 @@ class ArtifactStore:
 
     def record_latest(self, stage: str, info: dict[str, Any]) -> dict[str, Any]:
         """Atomically point ``stage`` at its newest successful output; returns the pointer as stored."""
-        info = json.loads(json.dumps({**info, "recorded_at": datetime.now(UTC).isoformat()}, default=str))
+        info = json.loads(json.dumps({**info, "recorded_at": datetime.now(UTC).isoformat(), "store": self.uri},
+                                     default=str))
         if self.remote:
             info = self._publish(info)
             body = json.dumps(info, indent=2).encode()
@@ -131,6 +132,25 @@ class ArtifactStore:
             raise FileNotFoundError(f"no successful materialisation of {stage!r} in {self.uri}; materialise it first")
         return info
 
+    def fetch(self, stage: str, version: str) -> Path:
+        """``<root>/<stage>/<version>`` here, downloaded first on S3 (an older version no pointer names)."""
+        if self.remote:
+            self._download_tree(f"{self.prefix}{stage}/{version}")
+        return self.root / stage / version
+
+    def versions(self, stage: str) -> list[str]:
+        """The versions a stage has written (folder names under ``<root>/<stage>``, ``state`` excluded)."""
+        if self.remote:
+            found: set[str] = set()
+            pages = _s3().get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}{stage}/", Delimiter="/")
+            for page in pages:
+                found.update(p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", []))
+        else:
+            folder = self.root / stage
+            found = {p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set()
+        return sorted(found - {"state"})
+
     def uri_of(self, path: Path | str) -> str:
         """What another machine calls a path of this working copy: its ``s3://`` URI (a local store: the path)."""
         if not self.remote:
@@ -172,8 +192,10 @@ class ArtifactStore:
             if path.is_file():
                 self._upload_file(path)
             elif path.is_dir():
+                root = self.root.resolve()
                 for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                    self._upload_file(file)
+                    if file.resolve().is_relative_to(root):  # a link out of the store is not the store's
+                        self._upload_file(file)
             else:
                 return value
             return f"s3://{self.bucket}/{self._key(path)}"
@@ -188,8 +210,8 @@ class ArtifactStore:
             key = self.prefix + value[len(self.uri) + 1:]
             if _head(self.bucket, key) is not None:
                 self._download_file(key)
-            else:
-                self._download_tree(key)
+            elif not self._download_tree(key):
+                raise FileNotFoundError(f"{value} is named by a pointer but is not in the artifact store")
             return str(self._local(value))
         return value
 
@@ -199,8 +221,7 @@ class ArtifactStore:
     def _upload_file(self, path: Path) -> None:
         """Upload one file unless it is unchanged since it was last uploaded or downloaded here."""
         stat = path.stat()
-        record = self._sync_record(path)
-        seen = json.loads(record.read_text()) if record.is_file() else {}
+        seen = self._read_record(path)
         if seen.get("size") == stat.st_size and seen.get("mtime_ns") == stat.st_mtime_ns:
             return
         key = self._key(path)
@@ -213,12 +234,15 @@ class ArtifactStore:
         target = self.root / key[len(self.prefix):]
         if etag is None:
             etag = (_head(self.bucket, key) or {}).get("ETag", "")
-        record = self._sync_record(target) if target.exists() else None
-        if record is not None and record.is_file():
-            seen = json.loads(record.read_text())
+        if target.exists():
+            seen = self._read_record(target)
             stat = target.stat()
-            if seen.get("etag") == etag and seen.get("size") == stat.st_size \
-                    and seen.get("mtime_ns") == stat.st_mtime_ns:
+            unchanged_here = seen.get("size") == stat.st_size and seen.get("mtime_ns") == stat.st_mtime_ns
+            if unchanged_here and seen.get("etag") == etag:
+                return
+            if not unchanged_here and "state" in target.relative_to(self.root).parts[1:2]:
+                # Mutable state written here since its last sync (a stage writing it now, or one that failed
+                # before recording): kept, as a local store keeps it; recording the stage uploads it.
                 return
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=target.parent, suffix=".part")
@@ -231,17 +255,31 @@ class ArtifactStore:
                 os.unlink(temp)
         self._remember(target, etag)
 
-    def _download_tree(self, key: str) -> None:
+    def _download_tree(self, key: str) -> int:
+        """Download every object under ``key/``; returns how many there are."""
         prefix = key.rstrip("/") + "/"
+        count = 0
         for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 self._download_file(item["Key"], item["ETag"])
+                count += 1
+        return count
+
+    def _read_record(self, path: Path) -> dict[str, Any]:
+        """What was last synced for ``path`` (empty when never, or when the record is unreadable)."""
+        try:
+            return json.loads(self._sync_record(path).read_text())
+        except (OSError, ValueError):
+            return {}
 
     def _remember(self, path: Path, etag: str) -> None:
         stat = path.stat()
         record = self._sync_record(path)
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"etag": etag, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+        fd, tmp = tempfile.mkstemp(dir=record.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"etag": etag, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, fh)
+        os.replace(tmp, record)
 
 
 def _head(bucket: str, key: str) -> dict[str, Any] | None:

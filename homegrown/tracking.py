@@ -211,9 +211,13 @@ class Tracker:
         except (MlflowException, OSError) as error:
             raise FileNotFoundError(f"{uri} (version {version['version']}) has no {MANIFEST} in its model "
                                     f"artifacts {source}: its quantized_model was never logged ({error})") from error
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/{manifest['serve']}",
-                                                    dst_path=str(folder), tracking_uri=self.tracking_uri)
-        return Path(local), {**version, "manifest": manifest}
+        local = folder / Path(manifest["serve"]).name  # download_artifacts keeps only the file's name
+        listed = {Path(item.path).name: item.file_size for item in mlflow.artifacts.list_artifacts(
+            artifact_uri=f"{source}/{Path(manifest['serve']).parent.as_posix()}", tracking_uri=self.tracking_uri)}
+        if not (local.is_file() and listed.get(local.name) == local.stat().st_size):  # pulled before: reused
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/{manifest['serve']}",
+                                                             dst_path=str(folder), tracking_uri=self.tracking_uri))
+        return local, {**version, "manifest": manifest}
 
     def local_gguf(self, version: dict[str, Any]) -> str | None:
         """A version's served GGUF on this machine: the path its tags record where it exists here, else the

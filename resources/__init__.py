@@ -153,6 +153,8 @@ class RunArtifacts:
 
     def pointer(self, stage: str) -> dict | None:
         materialized, run_id = _materialized_pointer(self._context.instance, stage)
+        if materialized is not None and materialized.get("store") != self._store.uri:
+            materialized = None  # recorded into another artifact store (HOMEGROWN_ARTIFACTS changed since)
         stored = self._store.pointer(stage)
         chosen, origin = materialized, f"run {run_id}"
         if stored is not None and (materialized is None

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,12 @@ class TrainingCompute(dg.ConfigurableResource):
 
     def _run_remote(self, context: dg.AssetExecutionContext, extras: dict[str, Any]):
         if self.backend == "subprocess":
-            # The container's entry point as a local process, with only the environment a pod would have.
-            env = {**os.environ, "PYTHONPATH": _project_path()}
-            return dg.PipesSubprocessClient(cwd=_project_path()).run(
-                command=[sys.executable, "-m", "resources.train_entry"], context=context, extras=extras, env=env)
+            # The container's entry point as a local process with a home of its own (a pod's emptyDir): it
+            # sees none of this machine's files, only the services.
+            with tempfile.TemporaryDirectory(prefix="homegrown-pod-") as home:
+                env = {**os.environ, "PYTHONPATH": _project_path(), "HOMEGROWN_HOME": home}
+                return dg.PipesSubprocessClient(cwd=_project_path()).run(
+                    command=[sys.executable, "-m", "resources.train_entry"], context=context, extras=extras, env=env)
         if self.backend == "kubernetes":
             from dagster_k8s import PipesK8sClient
 
@@ -192,6 +195,8 @@ def remote_extras(store: Any, config: dict[str, Any], train_jsonl: Path, validat
                          "an s3:// location (a pod cannot see this machine's files)")
     if not base_spec:
         raise ValueError("remote training prepares the base model from its spec: give base_spec")
+    # The inputs may be files of this run not yet recorded anywhere (a specialist's slice): send them to S3.
+    store.publish({"train": str(train_jsonl), "validation": str(validation_jsonl)})
     return {"config": config, "artifacts": store.uri, "train_uri": store.uri_of(train_jsonl),
             "validation_uri": store.uri_of(validation_jsonl), "output_uri": store.uri_of(output_dir),
             "base_spec": base_spec, "mlflow_run_id": mlflow_run_id}

@@ -46,7 +46,7 @@ def test_the_champion_loads_from_the_registry_alone(registered, tmp_path):
     gguf, pulled = tracker.pull_gguf(f"models:/{REGISTERED_MODEL}@champion", tmp_path / "pulled")
     assert gguf.read_bytes() == served and gguf.name == "homegrown-v1-Q4_K_M.gguf"
     assert pulled["version"] == version["version"] and pulled["manifest"]["deploy"] == "q4_k_m"
-    assert not (tmp_path / "pulled" / "merged").exists(), "only the served file is downloaded"
+    assert [p.name for p in (tmp_path / "pulled").rglob("*.gguf")] == [gguf.name], "only the served file"
 
     everything = tracker.download_model(f"models:/{REGISTERED_MODEL}@champion", tmp_path / "all")
     assert json.loads((everything / "adapter" / "adapter_config.json").read_text()) == {"r": 8}
@@ -82,3 +82,21 @@ def test_a_version_that_was_never_quantized_has_nothing_to_serve(hg_home, tmp_pa
 def test_bad_model_uris_are_refused(hg_home, uri):
     with pytest.raises(ValueError):
         Tracker().resolve_model_uri(uri)
+
+
+def test_a_file_pulled_before_is_reused(registered, tmp_path, monkeypatch):
+    tracker, _, _ = registered
+    first, _ = tracker.pull_gguf(f"models:/{REGISTERED_MODEL}@champion", tmp_path / "pulled")
+    import mlflow.artifacts
+
+    real = mlflow.artifacts.download_artifacts
+    downloads = []
+
+    def counting(*args, **kwargs):
+        downloads.append(kwargs.get("artifact_uri"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", counting)
+    again, _ = tracker.pull_gguf(f"models:/{REGISTERED_MODEL}@champion", tmp_path / "pulled")
+    assert again == first
+    assert [uri for uri in downloads if uri.endswith(".gguf")] == [], "the served file was downloaded again"

@@ -106,6 +106,8 @@ def test_the_containers_protocol_end_to_end(hg_home, s3, tiny_llama_dir, monkeyp
     from pipelines.definitions import defs
 
     monkeypatch.setenv("HOMEGROWN_ARTIFACTS", "s3://assistant-logs/artifacts")
+    # The child has a home of its own; it finds the tracking server as a pod does, through the environment.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{hg_home / 'mlflow' / 'mlflow.db'}")
     data = [a for a in defs.assets if a.key.to_user_string() in
             {"raw_interactions", "synthetic_examples", "scored_dataset", "dataset_splits"}]
     assert dg.materialize(data, resources=defs.resources).success

@@ -269,7 +269,7 @@ def test_rollout_on_live_outcomes_through_the_gateway(gateway, hg_home):
     assert health(url, settings)["canary_share"] == 0.0
 
     # Every decision with its evidence: the JSONL log and, for those that moved traffic, an MLflow run.
-    log = [json.loads(line) for line in (hg_home / "artifacts" / "rollout" / "decisions.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (hg_home / "artifacts" / "rollout_state" / "state" / "decisions.jsonl").read_text().splitlines()]
     assert [d["action"] for d in log if d["action"] != "hold"] == ["step", "promote", "rollback"]
     assert all(d["challenger"]["requests"] and "thumbs_down_rate" in d["champion"] for d in log)
     runs = [d["mlflow_run_id"] for d in log if d["action"] != "hold"]

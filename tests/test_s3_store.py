@@ -123,3 +123,42 @@ def test_open_store_follows_homegrown_artifacts(hg_home, s3, monkeypatch):  # no
     monkeypatch.delenv("HOMEGROWN_ARTIFACTS")
     local = open_store()
     assert not local.remote and local.root == hg_home / "artifacts"
+
+
+def test_state_being_written_here_is_not_replaced_by_a_read(s3, tmp_path):  # noqa: F811
+    """A stage reading raw_interactions while ingestion on this machine writes the database must not swap the
+    file under the writer; the writer's recording uploads it."""
+    a = machine(tmp_path, "a")
+    state = a.state_dir("raw_interactions") / "interactions.sqlite"
+    state.write_bytes(b"recorded")
+    a.record_latest("raw_interactions", {"db_path": str(state)})
+    state.write_bytes(b"recorded + rows being ingested now")
+    assert Path(a.require_latest("raw_interactions")["db_path"]).read_bytes() == b"recorded + rows being ingested now"
+    # An artifact that is not state is the store's: a local change is undone.
+    report = a.stage_dir("eval_report", "v1") / "report.json"
+    report.write_text("{}")
+    a.record_latest("eval_report", {"path": str(report)})
+    report.write_text('{"planted": true}')
+    assert Path(a.require_latest("eval_report")["path"]).read_text() == "{}"
+
+
+def test_a_pointer_naming_a_missing_object_fails_clearly(s3, tmp_path):  # noqa: F811
+    a = machine(tmp_path, "a")
+    path = a.stage_dir("merged_model", "v1") / "model.safetensors"
+    path.write_bytes(b"w")
+    a.record_latest("merged_model", {"path": str(path)})
+    s3.delete_object(Bucket=BUCKET, Key="artifacts/merged_model/v1/model.safetensors")
+    with pytest.raises(FileNotFoundError, match="not in the artifact store"):
+        machine(tmp_path, "b").require_latest("merged_model")
+
+
+def test_older_versions_are_listed_and_fetched(s3, tmp_path):  # noqa: F811
+    a = machine(tmp_path, "a")
+    for version in ("d1", "d2"):
+        a.write_table("dataset_splits", version, "train", pd.DataFrame({"example_id": [version]}))
+        a.record_latest("dataset_splits", {"dir": str(a.stage_dir("dataset_splits", version))})
+    a.state_dir("dataset_splits")
+    b = machine(tmp_path, "b")
+    assert b.versions("dataset_splits") == ["d1", "d2"]
+    assert read_parquet(b.fetch("dataset_splits", "d1") / "train.parquet")["example_id"].tolist() == ["d1"]
+    assert b.pointer("dataset_splits")["store"] == ROOT
