@@ -24,11 +24,12 @@ class DeployConfig(dg.Config):
                     "on live outcomes; auto: staged when a champion already serves, immediate on the first deploy.")
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0,
                                 description="The challenger's first share of the conversations in a staged rollout.")
-    target: Literal["auto", "llama.cpp", "vllm"] = Field(
+    target: Literal["auto", "llama.cpp", "vllm", "vllm-merged"] = Field(
         default="auto",
         description="llama.cpp: the gateway serves the quantized GGUF itself; vllm: the vLLM server at "
-                    "HOMEGROWN_VLLM_URL loads the adapter at runtime and the gateway forwards to it; auto: vllm "
-                    "when HOMEGROWN_VLLM_URL is set.")
+                    "HOMEGROWN_VLLM_URL loads the adapter at runtime and the gateway forwards to it; vllm-merged: "
+                    "a vLLM server of its own on this machine serves the merged weights; auto: vllm when "
+                    "HOMEGROWN_VLLM_URL is set.")
 
 
 @dg.asset(
@@ -48,19 +49,21 @@ def deployed_endpoint(
         raise RuntimeError(f"model version {report['model_version']} did not pass the promotion gate; not deploying")
     tracker = mlflow.tracker()
     target = config.target if config.target != "auto" else ("vllm" if vllm_url() else "llama.cpp")
-    adapter_dir = None
-    if target == "vllm":
-        if not vllm_url():
+    adapter_dir = merged_dir = None
+    if target in ("vllm", "vllm-merged"):
+        if target == "vllm" and not vllm_url():
             raise ValueError("target 'vllm' needs HOMEGROWN_VLLM_URL: the vLLM server to load the adapter into")
         merged = artifacts.require_latest("merged_model")
         if str(merged.get("model_version")) != str(report["model_version"]) or not merged.get("adapter_dir"):
-            raise ValueError(f"no adapter of model version {report['model_version']} to load into vLLM "
-                             "(merged_model names the adapter it merged; rerun it)")
-        adapter_dir = merged["adapter_dir"]
+            raise ValueError(f"no merged model or adapter of model version {report['model_version']} for vLLM "
+                             "(merged_model names both; rerun it)")
+        adapter_dir = merged["adapter_dir"] if target == "vllm" else None
+        merged_dir = merged["path"] if target == "vllm-merged" else None
     outcome = deploy_model(tracker, report["model_version"], report["candidate_gguf"], rollout=config.rollout,
                            canary_share=config.canary_share, smoke_prompt=config.smoke_prompt,
                            start_timeout_s=config.start_timeout_s, log=context.log.info,
-                           adapter_dir=adapter_dir, vllm_url=vllm_url() if target == "vllm" else None)
+                           adapter_dir=adapter_dir, vllm_url=vllm_url() if target == "vllm" else None,
+                           vllm_merged_dir=merged_dir)
     with stage_run(context, tracker, "deployed_endpoint") as run:
         run.log_params({"model_version": report["model_version"], "url": outcome["url"],
                         "previous_version": outcome.get("previous_version") or "none"})

@@ -113,3 +113,54 @@ def test_deploy_to_vllm_through_the_gateway_then_roll_back(vllm, adapter_dir, hg
             assert _ask(url, "homegrown", settings.client_api_key())[0] == name
     finally:
         app.state.gateway.pool.close()
+
+
+def test_deploy_merged_weights_on_a_vllm_server_of_their_own_then_roll_back(base_dir, hg_home, tmp_path,
+                                                                            monkeypatch):
+    """target vllm-merged: a server per version serving the merged folder; a failed start leaves the champion,
+    and a later deploy stops the server no entry names any more."""
+    import shutil
+
+    from homegrown.gateway.app import create_app
+    from homegrown.gateway.deploy import deploy_model
+    from homegrown.gateway.settings import GatewaySettings, read_models_file
+    from homegrown.gateway.vllm import merged_servers
+    from homegrown.tracking import Tracker
+    from tests.loopback import serve_app
+
+    monkeypatch.setenv("HOMEGROWN_N_THREADS", "1")
+    tracker = Tracker()
+    merged = tmp_path / "merged-v1"
+    shutil.copytree(base_dir, merged)  # stands in for a merged folder: the same files, the same shapes
+    first = tracker.register_model(str(merged), run_id=None, tags={"dataset_version": "d1"})
+    settings = GatewaySettings(default_to_base_model=False)
+    app = create_app(settings)
+    try:
+        with serve_app(app) as url:
+            done = deploy_model(tracker, first["version"], None, vllm_merged_dir=str(merged), gateway_url=url,
+                                log=lambda _: None)
+            name = f"homegrown-v{first['version']}"
+            assert done["smoke_ok"], done["smoke_detail"]
+            assert done["target"] == "vllm-merged" and set(merged_servers()) == {name}
+            served = merged_servers()[name]["url"]
+            assert read_models_file(settings.models_file).champion.base_url == f"{served}/v1"
+            assert _ask(url, "homegrown", settings.client_api_key()) == (name, _ask(served, name)[1])
+
+            # Planted: a merged folder vLLM cannot start on (weights missing).
+            broken = tmp_path / "merged-broken"
+            broken.mkdir()
+            (broken / "config.json").write_text((merged / "config.json").read_text())
+            bad = tracker.register_model(str(broken), run_id=None, tags={"dataset_version": "d2"})
+            failed = deploy_model(tracker, bad["version"], None, vllm_merged_dir=str(broken), gateway_url=url,
+                                  rollout="immediate", start_timeout_s=240, log=lambda _: None)
+            assert not failed["smoke_ok"] and "vLLM did not start" in failed["smoke_detail"]
+            assert read_models_file(settings.models_file).champion.model == name
+            assert tracker.alias_version("champion")["version"] == first["version"]
+            assert set(merged_servers()) == {name}, "the failed server is not left running"
+            assert _ask(url, "homegrown", settings.client_api_key())[0] == name
+    finally:
+        from homegrown.gateway.vllm import stop_merged
+
+        for running in list(merged_servers()):
+            stop_merged(running)
+        app.state.gateway.pool.close()

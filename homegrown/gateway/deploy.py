@@ -25,7 +25,7 @@ from homegrown.gateway.settings import (
     RolloutMarker,
     read_models_file,
 )
-from homegrown.gateway.vllm import VllmError, VllmServer
+from homegrown.gateway.vllm import VllmError, VllmServer, merged_servers, serve_merged, stop_merged
 from homegrown.tracking import Tracker
 
 ROLLOUT_MODES = ("auto", "staged", "immediate")
@@ -115,12 +115,15 @@ def deploy_model(
     log: Callable[[str], None] = print,
     adapter_dir: str | None = None,
     vllm_url: str | None = None,
+    vllm_merged_dir: str | None = None,
 ) -> dict[str, Any]:
     """Deploy ``version``: models file, aliases, (re)load, smoke test; roll everything back on failure.
 
     Served by the gateway's llama.cpp from ``gguf_path``, or with ``vllm_url`` by that vLLM server: the
     adapter at ``adapter_dir`` is loaded there at runtime as ``homegrown-v<version>`` and the gateway's entry
-    points at it (unloaded again on rollback).
+    points at it (unloaded again on rollback). With ``vllm_merged_dir`` a vLLM server of its own serves the
+    merged weights as ``homegrown-v<version>`` (:func:`homegrown.gateway.vllm.serve_merged`; stopped on
+    rollback, and servers no ``models.json`` entry names any more are stopped after a deploy).
 
     ``rollout="immediate"``: the version becomes the champion (alias ``champion``; the one before becomes
     ``previous``). ``"staged"``: it becomes the challenger on ``canary_share`` of the conversations (alias
@@ -137,7 +140,19 @@ def deploy_model(
     mode = resolve_rollout(rollout, version, previous_models)
     saved_aliases = {alias: tracker.alias_version(alias) for alias in ALIASES}
     vllm: VllmServer | None = None
-    if vllm_url:
+    merged_server = False
+    if vllm_merged_dir:
+        try:
+            served = serve_merged(name, vllm_merged_dir, timeout_s=max(start_timeout_s, 300))
+        except (RuntimeError, FileNotFoundError, OSError) as exc:
+            log(f"vLLM did not start for the merged weights of {name}: {exc}")
+            return {"url": "", "model": name, "version": str(version), "api_key": "", "smoke_ok": False,
+                    "smoke_detail": f"vLLM did not start for the merged weights: {str(exc)[:1000]}",
+                    "smoke_answer": "", "rolled_back": False, "rollout": mode, "canary_share": None,
+                    "previous_version": None, "target": "vllm-merged"}
+        merged_server = True
+        spec = ModelSpec(name=name, base_url=served.openai_url, model=name, version=str(version))
+    elif vllm_url:
         if not adapter_dir:
             raise ValueError("a vLLM deployment loads the candidate's adapter at runtime: give adapter_dir")
         vllm = VllmServer(vllm_url)
@@ -181,10 +196,11 @@ def deploy_model(
                "smoke_detail": detail, "smoke_answer": answer, "rolled_back": False, "rollout": mode,
                "canary_share": canary_share if mode == "staged" else None,
                "previous_version": champion["version"] if champion else None,
-               "target": "vllm" if vllm else "llama.cpp"}
+               "target": "vllm-merged" if merged_server else "vllm" if vllm else "llama.cpp"}
     if ok:
         log(f"{name} serves at {url}" + (f" on {canary_share:.0%} of the conversations" if mode == "staged" else "")
             + f"; smoke answer: {answer[:200]!r}")
+        _stop_unused_merged_servers(path, log)
         return outcome
 
     log(f"smoke test failed ({detail}): rolling back")
@@ -203,8 +219,20 @@ def deploy_model(
             vllm.unload_adapter(name)
         except (VllmError, httpx.HTTPError) as exc:
             log(f"unloading {name} from vLLM after the rollback failed: {exc}")
+    if merged_server:
+        stop_merged(name)
     outcome["rolled_back"] = True
     return outcome
+
+
+def _stop_unused_merged_servers(models_path: Path, log: Callable[[str], None]) -> None:
+    """Stop the merged-weights vLLM servers that no entry of the models file names any more."""
+    current = read_models_file(models_path) if models_path.exists() else ModelsFile()
+    named = {spec.model for spec in (current.champion, current.challenger, current.specialist) if spec is not None}
+    for name in merged_servers():
+        if name not in named:
+            log(f"stopping the vLLM server of {name}: no longer served")
+            stop_merged(name)
 
 
 def serve_pulled(version: str, gguf_path: Path | str, *, start_timeout_s: float = 120,

@@ -10,11 +10,18 @@ compose file's ``vllm`` service) and ``HOMEGROWN_VLLM_URL`` names it; on one mac
 the CPU build from its own environment (``make vllm``: ``.venv-vllm``, or ``HOMEGROWN_VLLM_PYTHON``).
 
 The adapter folder must be readable by the server under the same path (one machine, or a shared volume).
+
+Merged weights instead (``DeployConfig.target: vllm-merged``): :func:`serve_merged` starts a vLLM server of
+its own for the version's merged folder, served as ``homegrown-v<N>``, records it under
+``<HOMEGROWN_HOME>/vllm/`` so it outlives the run that started it, and the gateway forwards to it;
+:func:`stop_merged` ends it on rollback, and a deploy ends those no entry of ``models.json`` names any more.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -125,6 +132,8 @@ def _free_port() -> int:
 def start_vllm(
     model_dir: Path | str,
     *,
+    served_name: str = BASE_NAME,
+    enable_lora: bool = True,
     port: int = 0,
     max_lora_rank: int = 64,
     max_loras: int = 2,
@@ -135,7 +144,8 @@ def start_vllm(
     kv_cache_gib: int = 1,
 ) -> VllmProcess:
     """Start the vLLM OpenAI-compatible server on ``127.0.0.1`` for the Hugging Face folder ``model_dir``
-    (served as ``base``, LoRA enabled, runtime adapter loading allowed) and wait until it is healthy.
+    (served as ``served_name``; with ``enable_lora``, runtime adapter loading allowed) and wait until it is
+    healthy.
 
     ``python``: the interpreter of an environment with vLLM (default :func:`vllm_python`). The server's
     output goes to ``log_path``; a server that exits or is not healthy within ``timeout_s`` is stopped and
@@ -153,9 +163,10 @@ def start_vllm(
     env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1",
            "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-               "--served-model-name", BASE_NAME, "--host", "127.0.0.1", "--port", str(port),
-               "--dtype", "bfloat16", "--enable-lora", "--max-lora-rank", str(max_lora_rank),
-               "--max-loras", str(max_loras), "--max-model-len", str(max_model_len)]
+               "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
+               "--dtype", "bfloat16", "--max-model-len", str(max_model_len)]
+    if enable_lora:
+        command += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(max_loras)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
@@ -171,3 +182,60 @@ def start_vllm(
     tail = log_path.read_text(errors="replace")[-3000:]
     raise RuntimeError(f"vLLM did not become healthy within {timeout_s:.0f}s (exit {process.poll()}); "
                        f"log {log_path}:\n{tail}")
+
+
+# --- merged weights: one server per deployed version --------------------------------------------------------
+
+def _merged_records() -> Path:
+    return paths.subdir("vllm")
+
+
+def serve_merged(name: str, merged_dir: Path | str, timeout_s: float = 300.0) -> VllmServer:
+    """Start a vLLM server for the merged folder, served as ``name`` (no LoRA), and record it; returns its
+    client. A server already recorded under ``name`` is stopped first."""
+    stop_merged(name)
+    started = start_vllm(merged_dir, served_name=name, enable_lora=False, timeout_s=timeout_s,
+                         log_path=paths.subdir("logs") / f"vllm-{name}.log")
+    record = {"name": name, "pid": started.process.pid, "url": started.url, "model_dir": str(merged_dir)}
+    (_merged_records() / f"{name}.json").write_text(json.dumps(record))
+    return started.server
+
+
+def merged_servers() -> dict[str, dict]:
+    """The merged-weights servers this home started and that still run, by served name."""
+    found = {}
+    for path in sorted(_merged_records().glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            os.kill(int(record["pid"]), 0)
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # gone (or unreadable): nothing to stop
+            continue
+        found[record["name"]] = record
+    return found
+
+
+def stop_merged(name: str, timeout_s: float = 30.0) -> bool:
+    """Stop the merged-weights server recorded as ``name`` (its whole process group); False if none runs."""
+    record = merged_servers().get(name)
+    if record is None:
+        return False
+    pid = int(record["pid"])
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reaped, so gone
+                    break
+            except ChildProcessError:
+                os.kill(pid, 0)  # another process's: raises ProcessLookupError once it has exited
+            time.sleep(0.5)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False
+    (_merged_records() / f"{name}.json").unlink(missing_ok=True)
+    return True
