@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -14,6 +15,24 @@ from resources import MlflowResource, StorageResource
 
 MIN_NEW_EXAMPLES = int(os.environ.get("HOMEGROWN_RETRAIN_MIN_NEW", "100"))
 COOLDOWN_S = float(os.environ.get("HOMEGROWN_RETRAIN_COOLDOWN_S", str(6 * 3600)))
+
+
+def retrain_run_config() -> dict:
+    """``HOMEGROWN_RETRAIN_RUN_CONFIG``: a YAML run config (as ``homegrown demo --config`` takes) that the retrain
+    sensor's runs carry, for an operator's caps on the default recipe; unset: the defaults, no config."""
+    path = os.environ.get("HOMEGROWN_RETRAIN_RUN_CONFIG")
+    if not path:
+        return {}
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"HOMEGROWN_RETRAIN_RUN_CONFIG={path} is not a readable YAML run config: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(  # noqa: TRY004 - a bad file, reported like the unreadable one above
+            f"HOMEGROWN_RETRAIN_RUN_CONFIG={path} must hold a mapping (ops: ...), got {type(config).__name__}")
+    return config
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -32,7 +51,7 @@ def retrain_on_new_examples(context: dg.SensorEvaluationContext):
         return dg.SkipReason(decision.reason)
     context.update_cursor(json.dumps({"last_trigger": time.time(), "scored_version": scored_version}))
     return dg.RunRequest(run_key=f"retrain-{scored_version}", tags={"homegrown/trigger": "new_examples"},
-                         run_config={})
+                         run_config=retrain_run_config())
 
 
 def _rolling_out() -> str | None:

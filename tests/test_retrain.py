@@ -87,3 +87,20 @@ def test_no_retrain_while_a_staged_rollout_decides(hg_home, monkeypatch):
     ModelsFile(champion=spec).write(GatewaySettings().models_file)  # promoted: the rollout is over
     request = sensors.retrain_on_new_examples(dg.build_sensor_context(instance=instance))
     assert isinstance(request, dg.RunRequest)
+
+
+def test_the_operators_run_config_rides_on_the_sensors_runs(tmp_path, monkeypatch):
+    from pipelines import sensors
+
+    monkeypatch.delenv("HOMEGROWN_RETRAIN_RUN_CONFIG", raising=False)
+    assert sensors.retrain_run_config() == {}
+    config = tmp_path / "retrain.yaml"
+    config.write_text("ops:\n  lora_adapter:\n    config:\n      time_budget_s: 900\n")
+    monkeypatch.setenv("HOMEGROWN_RETRAIN_RUN_CONFIG", str(config))
+    assert sensors.retrain_run_config() == {"ops": {"lora_adapter": {"config": {"time_budget_s": 900}}}}
+    config.write_text("- not a mapping\n")
+    with pytest.raises(ValueError, match="mapping"):
+        sensors.retrain_run_config()
+    monkeypatch.setenv("HOMEGROWN_RETRAIN_RUN_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="not a readable"):
+        sensors.retrain_run_config()
