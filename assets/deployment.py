@@ -9,7 +9,7 @@ from pydantic import Field
 
 from assets._lineage import mlflow_metadata, stage_run
 from homegrown.gateway.deploy import deploy_model, deploy_specialists, smoke_requests_for
-from homegrown.gateway.vllm import vllm_url
+from homegrown.gateway.vllm import VllmServer, vllm_url
 from homegrown.rollout import Decision
 from resources import MlflowResource, StorageResource
 
@@ -29,7 +29,7 @@ class DeployConfig(dg.Config):
         description="llama.cpp: the gateway serves the quantized GGUF itself; vllm: the vLLM server at "
                     "HOMEGROWN_VLLM_URL loads the adapter at runtime and the gateway forwards to it; vllm-merged: "
                     "a vLLM server of its own on this machine serves the merged weights; auto: vllm when "
-                    "HOMEGROWN_VLLM_URL is set.")
+                    "HOMEGROWN_VLLM_URL is set and that server answers, else llama.cpp.")
 
 
 @dg.asset(
@@ -48,7 +48,8 @@ def deployed_endpoint(
     if not report["promoted"]:
         raise RuntimeError(f"model version {report['model_version']} did not pass the promotion gate; not deploying")
     tracker = mlflow.tracker()
-    target = config.target if config.target != "auto" else ("vllm" if vllm_url() else "llama.cpp")
+    target = config.target if config.target != "auto" else (
+        "vllm" if vllm_url() and VllmServer(vllm_url()).healthy() else "llama.cpp")
     adapter_dir = merged_dir = None
     if target in ("vllm", "vllm-merged"):
         if target == "vllm" and not vllm_url():

@@ -358,6 +358,9 @@ class RolloutController:
             models.write(path)
             raise
         if decision.action != "step":
+            from homegrown.gateway.deploy import stop_unused_merged_servers
+
+            stop_unused_merged_servers(path, log.info)  # the losing arm's merged-weights vLLM server, if any
             try:
                 self._move_aliases(decision.action, models)
             except Exception:  # the gateway already serves the decision; say so rather than lose its record

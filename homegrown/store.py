@@ -240,9 +240,11 @@ class ArtifactStore:
             unchanged_here = seen.get("size") == stat.st_size and seen.get("mtime_ns") == stat.st_mtime_ns
             if unchanged_here and seen.get("etag") == etag:
                 return
-            if not unchanged_here and "state" in target.relative_to(self.root).parts[1:2]:
-                # Mutable state written here since its last sync (a stage writing it now, or one that failed
-                # before recording): kept, as a local store keeps it; recording the stage uploads it.
+            if not unchanged_here and seen.get("etag") == etag \
+                    and "state" in target.relative_to(self.root).parts[1:2]:
+                # Mutable state written here since its last sync while nobody recorded a newer one (a stage
+                # writing it now, or one that failed before recording): kept, as a local store keeps it;
+                # recording the stage uploads it. A newer recording elsewhere wins.
                 return
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=target.parent, suffix=".part")

@@ -220,7 +220,8 @@ def test_daemon_sensor_queue_worker_and_gateway_share_only_postgres_s3_and_mlflo
     seed = _materialize(instance, DATA + SEED_MODEL, {"ops": {"lora_adapter": {"config": {
         "max_steps": 2, "max_seq_length": 256, "per_device_batch_size": 2, "gradient_accumulation": 1}}}})
     assert seed.success
-    assert not (home_a / "artifacts").exists(), "with HOMEGROWN_ARTIFACTS on S3 nothing is kept only locally"
+    assert not (home_a / "artifacts").exists(), "with HOMEGROWN_ARTIFACTS on S3 the store is not a local folder"
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="artifacts/lora_adapter/")["KeyCount"] > 0
     store = open_store()
     assert store.pointer("quantized_model") is not None, "the 2-step seed's GGUF did not pass its checks"
     assert store.pointer("lora_adapter")["adapter_dir"].startswith(f"s3://{BUCKET}/artifacts/lora_adapter/")
@@ -289,6 +290,30 @@ def test_daemon_sensor_queue_worker_and_gateway_share_only_postgres_s3_and_mlflo
         done = _wait_for("the retrain run to finish", 2400, finished)
         assert done.status == dg.DagsterRunStatus.SUCCESS, _run_errors(instance, first.run_id)
 
+    try:
+        version = _check_the_retrain(home_w, champion, monkeypatch)
+    finally:  # the worker's gateway (started by deployed_endpoint) goes, whatever the checks found
+        from homegrown.gateway.server import stop_background
+
+        monkeypatch.setenv("HOMEGROWN_HOME", str(home_w))
+        stop_background()
+
+    # --- 5. machine B: a fresh home reads the splits and pulls the new champion ---------------------------------
+    home_b = tmp_path / "machine-b"
+    instance = _become(monkeypatch, _environment(home_b, mlflow_server, dagster_db))
+    splits = open_store().require_latest("dataset_splits")
+    train = Path(splits["paths"]["train"]["jsonl"])
+    stored = open_store().pointer("dataset_splits")["paths"]["train"]["jsonl"].removeprefix(f"s3://{BUCKET}/")
+    assert train.is_relative_to(home_b)  # B's copy of what the pointer names on S3, byte for byte
+    assert _digest(train) == hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=stored)["Body"].read()).hexdigest()
+    gguf, pulled = tracker_from_env().pull_gguf(f"models:/{REGISTERED_MODEL}@champion")
+    assert gguf.is_relative_to(home_b) and str(pulled["version"]) == version
+    instance.dispose()
+
+
+def _check_the_retrain(home_w: Path, champion: str, monkeypatch) -> str:
+    """What the daemon's run left: artifacts by URI, the version registered, the champion compared, the promoted
+    model served by the worker's gateway; returns the new version."""
     store = open_store()
     adapter = store.pointer("lora_adapter")
     version = str(adapter["model_version"])
@@ -310,29 +335,15 @@ def test_daemon_sensor_queue_worker_and_gateway_share_only_postgres_s3_and_mlflo
     deployed = store.pointer("deployed_endpoint")
     assert deployed["model"] == f"homegrown-v{version}"
     monkeypatch.setenv("HOMEGROWN_HOME", str(home_w))
-    try:
-        from openai import OpenAI
+    from openai import OpenAI
 
-        from homegrown.gateway.settings import GatewaySettings
+    from homegrown.gateway.settings import GatewaySettings
 
-        client = OpenAI(base_url=f"{deployed['url']}/v1", api_key=GatewaySettings().client_api_key())
-        answer = client.chat.completions.create(model=deployed["model"], max_tokens=24,
-                                                messages=[{"role": "user", "content": "Do you cater weddings?"}])
-        assert answer.model == deployed["model"] and answer.choices[0].message.content
-    finally:
-        from homegrown.gateway.server import stop_background
-
-        stop_background()
-
-    # --- 5. machine B: a fresh home reads the splits and pulls the new champion ---------------------------------
-    home_b = tmp_path / "machine-b"
-    instance = _become(monkeypatch, _environment(home_b, mlflow_server, dagster_db))
-    splits = open_store().require_latest("dataset_splits")
-    train = Path(splits["paths"]["train"]["jsonl"])
-    assert train.is_relative_to(home_b) and _digest(train)
-    gguf, pulled = tracker_from_env().pull_gguf(f"models:/{REGISTERED_MODEL}@champion")
-    assert gguf.is_relative_to(home_b) and str(pulled["version"]) == version
-    instance.dispose()
+    client = OpenAI(base_url=f"{deployed['url']}/v1", api_key=GatewaySettings().client_api_key())
+    answer = client.chat.completions.create(model=deployed["model"], max_tokens=24,
+                                            messages=[{"role": "user", "content": "Do you cater weddings?"}])
+    assert answer.model == deployed["model"] and answer.choices[0].message.content
+    return version
 
 
 def seed_lines(result: dg.ExecuteInProcessResult) -> int:

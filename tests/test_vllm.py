@@ -141,8 +141,8 @@ def test_deploy_merged_weights_on_a_vllm_server_of_their_own_then_roll_back(base
                                 log=lambda _: None)
             name = f"homegrown-v{first['version']}"
             assert done["smoke_ok"], done["smoke_detail"]
-            assert done["target"] == "vllm-merged" and set(merged_servers()) == {name}
-            served = merged_servers()[name]["url"]
+            assert done["target"] == "vllm-merged" and [r["name"] for r in merged_servers()] == [name]
+            served = merged_servers()[0]["url"]
             assert read_models_file(settings.models_file).champion.base_url == f"{served}/v1"
             assert _ask(url, "homegrown", settings.client_api_key()) == (name, _ask(served, name)[1])
 
@@ -156,11 +156,18 @@ def test_deploy_merged_weights_on_a_vllm_server_of_their_own_then_roll_back(base
             assert not failed["smoke_ok"] and "vLLM did not start" in failed["smoke_detail"]
             assert read_models_file(settings.models_file).champion.model == name
             assert tracker.alias_version("champion")["version"] == first["version"]
-            assert set(merged_servers()) == {name}, "the failed server is not left running"
+            assert [r["name"] for r in merged_servers()] == [name], "the failed server is not left running"
             assert _ask(url, "homegrown", settings.client_api_key())[0] == name
+
+            # The next version replaces it: its server serves, the old one (no entry names it) is stopped.
+            second = tracker.register_model(str(merged), run_id=None, tags={"dataset_version": "d3"})
+            replaced = deploy_model(tracker, second["version"], None, vllm_merged_dir=str(merged), gateway_url=url,
+                                    rollout="immediate", log=lambda _: None)
+            assert replaced["smoke_ok"], replaced["smoke_detail"]
+            assert [r["name"] for r in merged_servers()] == [f"homegrown-v{second['version']}"]
     finally:
         from homegrown.gateway.vllm import stop_merged
 
-        for running in list(merged_servers()):
-            stop_merged(running)
+        for running in merged_servers():
+            stop_merged(running["url"])
         app.state.gateway.pool.close()

@@ -25,7 +25,7 @@ from homegrown.gateway.settings import (
     RolloutMarker,
     read_models_file,
 )
-from homegrown.gateway.vllm import VllmError, VllmServer, merged_servers, serve_merged, stop_merged
+from homegrown.gateway.vllm import VllmError, VllmServer, serve_merged, stop_merged, stop_unused_merged
 from homegrown.tracking import Tracker
 
 ROLLOUT_MODES = ("auto", "staged", "immediate")
@@ -140,7 +140,7 @@ def deploy_model(
     mode = resolve_rollout(rollout, version, previous_models)
     saved_aliases = {alias: tracker.alias_version(alias) for alias in ALIASES}
     vllm: VllmServer | None = None
-    merged_server = False
+    merged_server = ""
     if vllm_merged_dir:
         try:
             served = serve_merged(name, vllm_merged_dir, timeout_s=max(start_timeout_s, 300))
@@ -150,7 +150,7 @@ def deploy_model(
                     "smoke_detail": f"vLLM did not start for the merged weights: {str(exc)[:1000]}",
                     "smoke_answer": "", "rolled_back": False, "rollout": mode, "canary_share": None,
                     "previous_version": None, "target": "vllm-merged"}
-        merged_server = True
+        merged_server = served.url
         spec = ModelSpec(name=name, base_url=served.openai_url, model=name, version=str(version))
     elif vllm_url:
         if not adapter_dir:
@@ -200,7 +200,7 @@ def deploy_model(
     if ok:
         log(f"{name} serves at {url}" + (f" on {canary_share:.0%} of the conversations" if mode == "staged" else "")
             + f"; smoke answer: {answer[:200]!r}")
-        _stop_unused_merged_servers(path, log)
+        stop_unused_merged_servers(path, log)
         return outcome
 
     log(f"smoke test failed ({detail}): rolling back")
@@ -220,19 +220,18 @@ def deploy_model(
         except (VllmError, httpx.HTTPError) as exc:
             log(f"unloading {name} from vLLM after the rollback failed: {exc}")
     if merged_server:
-        stop_merged(name)
+        stop_merged(merged_server)
     outcome["rolled_back"] = True
     return outcome
 
 
-def _stop_unused_merged_servers(models_path: Path, log: Callable[[str], None]) -> None:
-    """Stop the merged-weights vLLM servers that no entry of the models file names any more."""
+def stop_unused_merged_servers(models_path: Path, log: Callable[[str], None] = print) -> None:
+    """Stop the merged-weights vLLM servers that no entry of the models file points at any more."""
     current = read_models_file(models_path) if models_path.exists() else ModelsFile()
-    named = {spec.model for spec in (current.champion, current.challenger, current.specialist) if spec is not None}
-    for name in merged_servers():
-        if name not in named:
-            log(f"stopping the vLLM server of {name}: no longer served")
-            stop_merged(name)
+    urls = {spec.base_url for spec in (current.champion, current.challenger, current.specialist)
+            if spec is not None and spec.base_url}
+    for name in stop_unused_merged(urls):
+        log(f"stopped the vLLM server of {name}: no longer served")
 
 
 def serve_pulled(version: str, gguf_path: Path | str, *, start_timeout_s: float = 120,

@@ -19,6 +19,7 @@ its own for the version's merged folder, served as ``homegrown-v<N>``, records i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -191,51 +192,78 @@ def _merged_records() -> Path:
 
 
 def serve_merged(name: str, merged_dir: Path | str, timeout_s: float = 300.0) -> VllmServer:
-    """Start a vLLM server for the merged folder, served as ``name`` (no LoRA), and record it; returns its
-    client. A server already recorded under ``name`` is stopped first."""
-    stop_merged(name)
+    """Start a vLLM server for the merged folder, served as ``name`` (no LoRA), and record it by its URL;
+    returns its client. Servers already running are left alone (one of them may be what serves now): a
+    successful deploy stops the ones no entry names (:func:`stop_unused_merged`)."""
     started = start_vllm(merged_dir, served_name=name, enable_lora=False, timeout_s=timeout_s,
                          log_path=paths.subdir("logs") / f"vllm-{name}.log")
     record = {"name": name, "pid": started.process.pid, "url": started.url, "model_dir": str(merged_dir)}
-    (_merged_records() / f"{name}.json").write_text(json.dumps(record))
+    port = started.url.rsplit(":", 1)[-1]
+    (_merged_records() / f"{port}.json").write_text(json.dumps(record))
     return started.server
 
 
-def merged_servers() -> dict[str, dict]:
-    """The merged-weights servers this home started and that still run, by served name."""
-    found = {}
+def _ours(record: dict) -> bool:
+    """Whether the record's pid is still that vLLM server (not an exited one's pid given to another process)."""
+    try:
+        cmdline = Path(f"/proc/{int(record['pid'])}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError, KeyError):
+        return False
+    return "vllm.entrypoints.openai.api_server" in cmdline and str(record.get("model_dir", "")) in cmdline
+
+
+def merged_servers() -> list[dict]:
+    """The merged-weights servers this home started that still run (records of the others are removed)."""
+    found = []
     for path in sorted(_merged_records().glob("*.json")):
         try:
             record = json.loads(path.read_text())
-            os.kill(int(record["pid"]), 0)
-        except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # gone (or unreadable): nothing to stop
+        except (OSError, ValueError):
+            record = {}
+        if not _ours(record):
+            path.unlink(missing_ok=True)
             continue
-        found[record["name"]] = record
+        found.append({**record, "record": str(path)})
     return found
 
 
-def stop_merged(name: str, timeout_s: float = 30.0) -> bool:
-    """Stop the merged-weights server recorded as ``name`` (its whole process group); False if none runs."""
-    record = merged_servers().get(name)
+def stop_merged(url: str, timeout_s: float = 30.0) -> bool:
+    """Stop the merged-weights server at ``url`` (its whole process group); False if none of ours runs there."""
+    record = next((r for r in merged_servers() if r["url"] == url.rstrip("/").removesuffix("/v1")), None)
     if record is None:
         return False
     pid = int(record["pid"])
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reaped, so gone
-                    break
-            except ChildProcessError:
-                os.kill(pid, 0)  # another process's: raises ProcessLookupError once it has exited
-            time.sleep(0.5)
-        else:
-            os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # the leader gone, or not: nothing of the group stays
+    _alive(pid)
+    Path(record["record"]).unlink(missing_ok=True)
+    return True
+
+
+def stop_unused_merged(named_urls: set[str]) -> list[str]:
+    """Stop the merged-weights servers whose URL no entry of ``models.json`` names; returns the names stopped."""
+    wanted = {u.rstrip("/").removesuffix("/v1") for u in named_urls}
+    stopped = []
+    for record in merged_servers():
+        if record["url"] not in wanted and stop_merged(record["url"]):
+            stopped.append(record["name"])
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; reaps it when it is this process's exited child."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
         pass
-    except PermissionError:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    (_merged_records() / f"{name}.json").unlink(missing_ok=True)
     return True
