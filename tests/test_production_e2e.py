@@ -58,7 +58,7 @@ LOCATION = "homegrown"
 RETRAIN_RUN_CONFIG = """
 ops:
   lora_adapter:
-    config: {max_steps: 40, time_budget_s: 900}
+    config: {max_steps: 40, time_budget_s: 2400}
   preference_adapter:
     config: {enabled: "false"}
   eval_report:
