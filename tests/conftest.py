@@ -41,3 +41,17 @@ def make_tiny_llama(folder):
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(autouse=True)
+def _code_location_left_as_found():
+    """A test may build definitions of its own, never replace the imported code location's: a reload under a
+    test's environment (production resources, say) would hand those resources to every later test."""
+    import sys
+
+    before = getattr(sys.modules.get("pipelines.definitions"), "defs", None)
+    yield
+    after = getattr(sys.modules.get("pipelines.definitions"), "defs", None)
+    if before is not None and after is not before:
+        pytest.fail("this test replaced pipelines.definitions.defs (a module reload?): later tests would run on "
+                    "its resources; build a dg.Definitions of its own instead")

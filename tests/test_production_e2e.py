@@ -171,13 +171,16 @@ def _become(monkeypatch, env: dict[str, str]) -> dg.DagsterInstance:
     return _instance_from(PRODUCTION_INSTANCE, Path(env["DAGSTER_HOME"]))
 
 
-def _definitions():
-    """The code location as a fresh process loads it (resources read HOMEGROWN_ENV at import)."""
-    import importlib
+def _definitions() -> dg.Definitions:
+    """The code location's assets with the resources a fresh process would build from this environment.
 
-    import pipelines.definitions
+    Built beside the imported module rather than by reloading it: a reload would leave the production
+    resources in ``pipelines.definitions`` for every test that runs after this one.
+    """
+    from pipelines.definitions import defs
+    from pipelines.environment import resources_for_environment
 
-    return importlib.reload(pipelines.definitions).defs
+    return dg.Definitions(assets=list(defs.assets), resources=resources_for_environment())
 
 
 def _materialize(instance, names: list[str], run_config: dict | None = None) -> dg.ExecuteInProcessResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.request
 
 import boto3
 import pytest
@@ -28,7 +29,11 @@ def s3(monkeypatch):
         port = probe.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto keeps its buckets in process-wide state that outlives a server: reset it so that every test
+    # starts with an empty S3 and leaves none of its objects to the next one.
+    reset = urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")
     try:
+        urllib.request.urlopen(reset, timeout=10).close()
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -38,6 +43,7 @@ def s3(monkeypatch):
         client.create_bucket(Bucket=BUCKET)
         yield client
     finally:
+        urllib.request.urlopen(reset, timeout=10).close()
         server.stop()
 
 
