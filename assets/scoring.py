@@ -34,6 +34,11 @@ class ScoringConfig(dg.Config):
         default=False, description="Also ignore thumbs, ratings and outcomes that came from app keys.")
     drop_on_thumbs_down: bool = Field(default=True, description="Thumbs down drops a row unless corrected.")
     require_valid_output: bool = Field(default=True, description="An invalid answer (bad JSON, bad tool call) drops.")
+    unrated: str = Field(default="auto", description="A valid answer nobody judged (no thumbs, outcome, rating, "
+                         "critic or correction) that the score does not keep: 'keep', 'drop', or 'auto': kept "
+                         "unless the judged answers were approved less often than unrated_min_approval.")
+    unrated_min_approval: float = Field(default=0.8, ge=0, le=1, description="Under unrated='auto': the share of "
+                                        "judged answers that must be approved for unrated ones to be kept.")
     keep_synthetic: bool = Field(default=True, description="Keep synthetic examples from the knowledge file.")
     dedup_threshold: float = Field(default=0.8, gt=0, le=1, description="Jaccard above which answers collapse.")
     min_examples: int = Field(default=50, ge=1, description="Blocking check: fewer kept examples fail the run.")

@@ -56,7 +56,64 @@ def frame(*rows: dict) -> pd.DataFrame:
 
 
 def score_one(policy: QualityPolicy | None = None, **fields) -> pd.Series:
-    return score_interactions(frame(interaction(**fields)), policy or QualityPolicy()).iloc[0]
+    """One row under the per-row rules; what the logs as a whole decide for unrated rows is tested apart."""
+    return score_interactions(frame(interaction(**fields)), policy or QualityPolicy(unrated="drop")).iloc[0]
+
+
+# --- unrated answers: decided from the approval rate of the judged ones ------------------------------------
+
+def logs(approved: int, rejected: int, unrated: int, invalid_unrated: int = 0) -> pd.DataFrame:
+    rows = [interaction(i, id=f"ok-{i}", feedback={"thumbs": 1}) for i in range(approved)]
+    rows += [interaction(i, id=f"bad-{i}", feedback={"thumbs": -1}) for i in range(rejected)]
+    rows += [interaction(i, id=f"un-{i}") for i in range(unrated)]
+    rows += [interaction(i, id=f"inv-{i}", answer="") for i in range(invalid_unrated)]
+    return frame(*rows)
+
+
+def score_ids(scored: pd.DataFrame) -> list[str]:
+    return [sources[0] for sources in scored["source_ids"]]
+
+
+@pytest.mark.parametrize(
+    ("approved", "rejected", "kept", "says"),
+    [
+        (0, 0, True, "no answer in the logs was judged"),
+        (8, 2, True, "8 of 10 judged answers approved (80% >= 80%)"),
+        (7, 3, False, None),  # 70%: where judged answers are often rejected an unrated one is no safer
+    ],
+)
+def test_unrated_answers_follow_the_judged_ones(approved, rejected, kept, says):
+    scored = score_interactions(logs(approved, rejected, unrated=3, invalid_unrated=1), QualityPolicy())
+    sources = score_ids(scored)
+    unrated = scored[[s.startswith("un-") for s in sources]]
+    assert unrated["keep"].tolist() == [kept] * 3
+    if kept:
+        assert all(r.startswith("kept: unrated valid answer, " + says) and r.endswith("score 3 (valid output +3)")
+                   for r in unrated["reason"]), unrated["reason"].tolist()
+    else:
+        assert all(r == "dropped: score 3 < 5 (valid output +3)" for r in unrated["reason"])
+    # an invalid answer is dropped whoever judged the rest, and judged rows keep their own reasons
+    invalid = scored[[s.startswith("inv-") for s in sources]]
+    assert not invalid["keep"].any() and invalid["reason"].str.startswith("dropped: invalid output").all()
+    assert scored[[s.startswith("bad-") for s in sources]]["reason"].eq("dropped: thumbs down, no correction").all()
+
+
+def test_unrated_keep_and_drop_override_the_logs():
+    mostly_rejected = logs(approved=1, rejected=9, unrated=2)
+    kept = score_interactions(mostly_rejected, QualityPolicy(unrated="keep"))
+    assert kept[[s.startswith("un-") for s in score_ids(kept)]]["reason"].str.startswith(
+        "kept: unrated valid answer, unrated=keep").all()
+    dropped = score_interactions(logs(approved=0, rejected=0, unrated=2), QualityPolicy(unrated="drop"))
+    assert not dropped["keep"].any()
+    # a rating below the keep level or a critic score at or below it is a judgement, not silence
+    judged = frame(interaction(1, feedback={"customer_rating": 2}), interaction(2, critic={"quality_score": 0.5}),
+                   interaction(3))
+    scored = score_interactions(judged, QualityPolicy())
+    assert scored["keep"].tolist() == [False, False, False]
+    with pytest.raises(ValueError, match="unrated must be one of auto, keep, drop"):
+        QualityPolicy(unrated="sometimes")
+    with pytest.raises(ValueError, match="unrated_min_approval"):
+        QualityPolicy(unrated_min_approval=1.5)
 
 
 @pytest.mark.parametrize(
@@ -248,7 +305,7 @@ def test_conversation_continued_needs_a_later_interaction() -> None:
         interaction(3, conversation_id="c-10", created_at="2026-01-20T10:00:00.000000Z"),
         interaction(4, conversation_id="c-10", created_at="2026-01-20T10:00:00.000000Z"),
     )
-    scored = score_interactions(rows, QualityPolicy())
+    scored = score_interactions(rows, QualityPolicy(unrated="drop"))
     assert scored["score"].tolist() == [5.0, 4.0, 3.0, 3.0]
     assert scored["keep"].tolist() == [True, False, False, False]
     assert (
@@ -327,7 +384,7 @@ def test_messages_that_are_not_a_list_are_a_clear_error() -> None:
         ),
         (QualityPolicy(threshold=3), {}, True),
         (QualityPolicy(valid_output_weight=0, threshold=3), {"feedback": {"thumbs": 1}}, True),
-        (QualityPolicy(valid_output_weight=0, threshold=3), {}, False),
+        (QualityPolicy(valid_output_weight=0, threshold=3, unrated="drop"), {}, False),
     ],
 )
 def test_policy_settings_change_the_decision(policy: QualityPolicy, fields: dict, keep: bool) -> None:

@@ -11,6 +11,13 @@ keep/drop decision with a short reason. The decision, in order:
 4. A keep signal keeps it: a critic ``quality_score`` strictly above ``critic_min``, a booking, or a
    customer rating of at least ``rating_min``.
 5. Otherwise the score decides: kept when ``score >= threshold``.
+6. An *unrated* answer (no thumbs, outcome, rating, booking, critic or correction: nobody judged it) that
+   is valid but fell short of the threshold is kept when ``unrated`` says so: ``keep``; ``drop``; or
+   ``auto`` (the default), decided from the logs themselves: kept unless the answers that *were* judged
+   were approved less often than ``unrated_min_approval``. Most businesses rate a small share of their
+   answers, and their unrated answers come from the same premium assistant as the approved ones: dropping
+   them all would leave a small business with a fraction of its logs, or none when it collects no
+   feedback. Where judged answers are often rejected, an unrated one is no safer, and it is dropped.
 
 Trust: a record's ``metadata.provenance`` says where it came from (``{"source": "gateway", "key_id",
 "role": "app"|"reviewer"|"admin"}``); a record without one was imported from a file (role ``import``).
@@ -40,6 +47,7 @@ OUTCOMES = ("accepted", "accepted_with_edits", "rejected", "abandoned", "regener
 MAX_SCORE = 10.0
 TRUST_ROLES = ("app", "reviewer", "admin", "import", "unknown")
 PROVENANCE_SUFFIX = "_provenance"
+UNRATED_MODES = ("auto", "keep", "drop")
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,13 @@ class QualityPolicy:
     """An answer that is not a valid output for its task is dropped whatever its other signals."""
     keep_synthetic: bool = True
     """Synthetic examples (generated from the business's knowledge) are kept."""
+    unrated: str = "auto"
+    """What to do with a valid answer nobody judged that the score alone does not keep: ``keep``, ``drop``,
+    or ``auto`` (keep when the judged answers' approval rate is at least ``unrated_min_approval``, or when
+    no answer was judged)."""
+    unrated_min_approval: float = 0.8
+    """Under ``unrated="auto"``: the share of judged answers that must have been approved (thumbs up,
+    accepted, a booking, a rating or critic score at the keep level) for unrated answers to be kept."""
     correction_roles: tuple[str, ...] = ("reviewer", "admin", "import")
     """Roles whose ``admin_correction`` replaces the answer; a correction from any other role (an app key,
     or a field of unknown origin on a gateway record) is ignored and the logged answer judged as it is."""
@@ -123,6 +138,10 @@ class QualityPolicy:
         if unknown_roles:
             raise ValueError(f"unknown roles in correction_roles: {unknown_roles}; known: {', '.join(TRUST_ROLES)}")
         object.__setattr__(self, "correction_roles", tuple(self.correction_roles))
+        if self.unrated not in UNRATED_MODES:
+            raise ValueError(f"unrated must be one of {', '.join(UNRATED_MODES)}, got {self.unrated!r}")
+        if not 0 <= self.unrated_min_approval <= 1:
+            raise ValueError(f"unrated_min_approval must be in [0, 1], got {self.unrated_min_approval!r}")
 
     @property
     def max_score(self) -> float:
@@ -336,10 +355,51 @@ def _continued(df: pd.DataFrame) -> pd.Series:
     return df["created_at"].astype(str) < latest.astype(str)
 
 
+# What the feedback says of a logged answer, for the approval rate that ``unrated="auto"`` reads.
+APPROVED, REJECTED, UNRATED, UNRATED_SHORT = "approved", "rejected", "unrated", "unrated_short"
+
+
+def judgement(policy: QualityPolicy, feedback: dict, critic: dict, corrected: bool) -> str:
+    """``approved``, ``rejected`` or ``unrated``: what the (trusted) feedback and critic say of the answer."""
+    if corrected:
+        return REJECTED  # a person replaced it
+    thumbs = _number(feedback.get("thumbs"))
+    outcome = feedback.get("outcome")
+    rating = _number(feedback.get("customer_rating"))
+    critic_score = _number(critic.get("quality_score"))
+    if thumbs == -1 or outcome in ("rejected", "abandoned", "regenerated") \
+            or critic.get("best_response") == "neither":
+        return REJECTED
+    if thumbs == 1 or outcome in ("accepted", "accepted_with_edits") or _is_true(feedback.get("led_to_booking")):
+        return APPROVED
+    if rating is not None:
+        return APPROVED if policy.rating_min is not None and rating >= policy.rating_min else REJECTED
+    if critic_score is not None:
+        return APPROVED if policy.critic_min is not None and critic_score > policy.critic_min else REJECTED
+    return UNRATED
+
+
+def unrated_decision(policy: QualityPolicy, judgements: list[str]) -> tuple[bool, str]:
+    """Whether valid unrated answers the score does not keep are kept, and why (for the rows' reasons)."""
+    if policy.unrated != "auto":
+        return policy.unrated == "keep", f"unrated={policy.unrated}"
+    approved = sum(j == APPROVED for j in judgements)
+    judged = approved + sum(j == REJECTED for j in judgements)
+    if judged == 0:
+        return True, "no answer in the logs was judged"
+    rate = approved / judged
+    verdict = ">=" if rate >= policy.unrated_min_approval else "<"
+    return rate >= policy.unrated_min_approval, (
+        f"{approved} of {judged} judged answers approved ({rate:.0%} {verdict} {policy.unrated_min_approval:.0%})")
+
+
 def _score_rows(
     policy: QualityPolicy, rows: list[tuple]
-) -> list[tuple[str, list[dict] | None, float, bool, str]]:
-    """``(example_id, corrected messages or None, score, keep, reason)`` of each interaction row."""
+) -> list[tuple[str, list[dict] | None, float, bool, str, str]]:
+    """``(example_id, corrected messages or None, score, keep, reason, judgement)`` of each interaction row.
+
+    The judgement is ``unrated_short`` for a valid unrated answer that the score alone dropped (the rows
+    ``unrated`` decides on), else what :func:`judgement` says."""
     out = []
     for interaction_id, example_type, messages, tools, feedback, critic, metadata, was_continued in rows:
         if not isinstance(messages, list):
@@ -358,10 +418,13 @@ def _score_rows(
         keep, reason = _decide(
             policy, score, parts, valid, validity_reason, feedback, critic, correction is not None
         )
+        judged = judgement(policy, feedback, critic, correction is not None)
+        if judged == UNRATED and valid and not keep and reason.startswith("dropped: score"):
+            judged = UNRATED_SHORT
         if note:
             reason = f"{reason} ({note})"
         out.append((example_id(str(interaction_id), messages), messages if correction is not None else None,
-                    score, keep, reason))
+                    score, keep, reason, judged))
     return out
 
 
@@ -400,6 +463,13 @@ def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
     scores = [row[2] for row in scored]
     keeps = [row[3] for row in scored]
     reasons = [row[4] for row in scored]
+    keep_unrated, why = unrated_decision(policy, [row[5] for row in scored])
+    if keep_unrated:
+        for i, row in enumerate(scored):
+            if row[5] == UNRATED_SHORT:
+                keeps[i] = True
+                reasons[i] = f"kept: unrated valid answer, {why}; score {_fmt(row[2])}" + (
+                    reasons[i][reasons[i].index(" ("):] if " (" in reasons[i] else "")
 
     return pd.DataFrame(
         {
