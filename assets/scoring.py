@@ -128,6 +128,7 @@ def scored_dataset(
             "dropped": dg.MetadataValue.int(len(table) - len(kept)),
             "duplicates": dg.MetadataValue.int(result.stats.get("duplicates", 0)),
             "kept_as_public": dg.MetadataValue.json(result.public_values),
+            "unrated": dg.MetadataValue.text(result.unrated),
             "version": dg.MetadataValue.text(version),
             "path": dg.MetadataValue.path(str(path)),
             "reasons": dg.MetadataValue.md(

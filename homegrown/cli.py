@@ -95,6 +95,18 @@ def status() -> dict[str, Any]:
     if rollout:
         out["rollout"] = {key: rollout.get(key) for key in ("action", "reason", "share_before", "share_after",
                                                             "decided_at")}
+    specialists = store.pointer("specialist_adapters")
+    if specialists:
+        served = store.pointer("deployed_specialists") or {}
+        out["specialists"] = {
+            "general_model_version": specialists.get("general_model_version"),
+            "dataset_version": specialists.get("dataset_version"),
+            "trained": {s["example_type"]: {"gate_passed": s["gate_passed"], "lora_gguf": s["lora_gguf"],
+                                            "versus_general": (s.get("versus_general") or {}).get("verdict")}
+                        for s in specialists.get("specialists", [])},
+            "served": sorted(served.get("adapters", {})),
+            "served_by": served.get("url"),
+        }
     deployed = store.pointer("deployed_endpoint")
     from homegrown.gateway.server import running_gateway
     from homegrown.gateway.settings import GatewaySettings
@@ -526,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     pull.add_argument("--serve", action="store_true", help="serve the pulled GGUF as this gateway's champion")
     pull.set_defaults(func=cmd_pull)
 
-    st = sub.add_parser("status", help="show the latest dataset, model, eval and endpoint")
+    st = sub.add_parser("status", help="show the latest dataset, model, eval, specialists and endpoint")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=cmd_status)
 

@@ -37,7 +37,7 @@ import pytest
 pytest.importorskip("moto.server", reason="moto[server] (a dev dependency) is not installed: no local S3 API")
 
 from test_gateway import wait_for
-from test_production_instance import PG, PRODUCTION_INSTANCE, _instance_from
+from test_production_instance import PG, PRODUCTION_INSTANCE, _instance_from, pg_admin
 from test_s3_input import BUCKET, s3  # noqa: F401 - the moto fixture
 
 from homegrown.demo.generate import generate_demo_logs
@@ -73,12 +73,9 @@ ops:
 def pg_databases():
     """Two throwaway databases (Dagster's and MLflow's: both have a ``runs`` table); skipped without Postgres or
     the right to create databases."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(connect_timeout=2, **PG)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no Postgres at {PG['host']}:{PG['port']}: {exc}")
-    admin.autocommit = True
+    import psycopg2
+
+    admin = pg_admin()
     names = [f"homegrown_e2e_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("dagster", "mlflow")]
     try:
         with admin.cursor() as cur:

@@ -31,16 +31,25 @@ GPU_POOL = "gpu"
 
 # --- instances -------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def pg_database():
-    """A throwaway database on the Postgres at 127.0.0.1:5432 (``test`` itself where CREATE DATABASE is not
-    allowed); skipped when no server answers within 2 s."""
+def pg_admin():
+    """An autocommit connection to the Postgres at 127.0.0.1:5432; the test is skipped, with the reason, when
+    psycopg2 is missing or no server answers within 2 s."""
     psycopg2 = pytest.importorskip("psycopg2")
     try:
         admin = psycopg2.connect(connect_timeout=2, **PG)
     except psycopg2.OperationalError as exc:
         pytest.skip(f"no Postgres at {PG['host']}:{PG['port']} (database {PG['dbname']}): {exc}")
     admin.autocommit = True
+    return admin
+
+
+@pytest.fixture
+def pg_database():
+    """A throwaway database on the Postgres at 127.0.0.1:5432 (``test`` itself where CREATE DATABASE is not
+    allowed); skipped when no server answers within 2 s."""
+    import psycopg2
+
+    admin = pg_admin()
     name = f"homegrown_instance_{uuid.uuid4().hex[:10]}"
     try:
         with admin.cursor() as cur:

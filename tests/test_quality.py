@@ -87,6 +87,7 @@ def test_unrated_answers_follow_the_judged_ones(approved, rejected, kept, says):
     sources = score_ids(scored)
     unrated = scored[[s.startswith("un-") for s in sources]]
     assert unrated["keep"].tolist() == [kept] * 3
+    assert scored.attrs["unrated"].startswith(f"{'kept' if kept else 'dropped'} 3 valid unrated answers")
     if kept:
         assert all(r.startswith("kept: unrated valid answer, " + says) and r.endswith("score 3 (valid output +3)")
                    for r in unrated["reason"]), unrated["reason"].tolist()
@@ -105,11 +106,13 @@ def test_unrated_keep_and_drop_override_the_logs():
         "kept: unrated valid answer, unrated=keep").all()
     dropped = score_interactions(logs(approved=0, rejected=0, unrated=2), QualityPolicy(unrated="drop"))
     assert not dropped["keep"].any()
-    # a rating below the keep level or a critic score at or below it is a judgement, not silence
+    # a rating of 1-2 is a rejection; a middling rating or critic score is a judgement (never kept as unrated)
+    # that the approval rate does not count
     judged = frame(interaction(1, feedback={"customer_rating": 2}), interaction(2, critic={"quality_score": 0.5}),
-                   interaction(3))
+                   interaction(3, feedback={"customer_rating": 3}), interaction(4))
     scored = score_interactions(judged, QualityPolicy())
-    assert scored["keep"].tolist() == [False, False, False]
+    assert scored["keep"].tolist() == [False, False, False, False]
+    assert "0 of 1 judged answers approved" in scored.attrs["unrated"]
     with pytest.raises(ValueError, match="unrated must be one of auto, keep, drop"):
         QualityPolicy(unrated="sometimes")
     with pytest.raises(ValueError, match="unrated_min_approval"):

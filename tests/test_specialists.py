@@ -400,6 +400,13 @@ def test_specialist_assets_on_the_demo_splits(hg_home, tiny, tmp_path, monkeypat
         assert set(specialist.adapters) == {"tool_invocation"}
         assert specialist.gguf_path == info["base_gguf"]
         assert set(store.latest("deployed_specialists")["answers"]) == {"tool_invocation"}
+        # `homegrown status` names what was trained, what passed and what the gateway serves
+        from homegrown.cli import status
+
+        shown = status()["specialists"]
+        assert set(shown["trained"]) == {"page_generation", "tool_invocation"}
+        assert shown["served"] == ["tool_invocation"] and shown["general_model_version"] == "1"
+        assert all(t["gate_passed"] is False for t in shown["trained"].values())
     finally:
         stop_background()
 

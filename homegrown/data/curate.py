@@ -23,6 +23,7 @@ class CurateResult:
     stats: dict = field(default_factory=dict)
     canaries: pd.DataFrame | None = None  # the planted canary rows as anonymised, apart from the table
     public_values: list[str] = field(default_factory=list)  # the business's own contact data, kept as written
+    unrated: str = ""  # what the policy did with valid answers nobody judged, and why
 
     @property
     def kept(self) -> pd.DataFrame:
@@ -55,6 +56,7 @@ def curate(
     removed = interactions[opted_out_mask]
 
     scored = score_interactions(allowed, policy)
+    unrated = scored.attrs.get("unrated", "")
     timings["score_s"] = time.perf_counter() - t0
 
     # Opted-out rows are accounted for, with their text dropped: nothing of theirs travels further.
@@ -129,4 +131,5 @@ def curate(
         "public_values": len(public),
         **timings,
     }
-    return CurateResult(table=table, stats=stats, canaries=planted, public_values=sorted(public.values()))
+    return CurateResult(table=table, stats=stats, canaries=planted, public_values=sorted(public.values()),
+                        unrated=unrated)

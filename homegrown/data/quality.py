@@ -92,7 +92,8 @@ class QualityPolicy:
     no answer was judged)."""
     unrated_min_approval: float = 0.8
     """Under ``unrated="auto"``: the share of judged answers that must have been approved (thumbs up,
-    accepted, a booking, a rating or critic score at the keep level) for unrated answers to be kept."""
+    accepted, a booking, a rating or critic score at the keep level) rather than rejected (thumbs down, a
+    drop outcome, a critic preferring neither, a correction, a rating of 1-2) for unrated answers to be kept."""
     correction_roles: tuple[str, ...] = ("reviewer", "admin", "import")
     """Roles whose ``admin_correction`` replaces the answer; a correction from any other role (an app key,
     or a field of unknown origin on a gateway record) is ignored and the logged answer judged as it is."""
@@ -356,11 +357,14 @@ def _continued(df: pd.DataFrame) -> pd.Series:
 
 
 # What the feedback says of a logged answer, for the approval rate that ``unrated="auto"`` reads.
-APPROVED, REJECTED, UNRATED, UNRATED_SHORT = "approved", "rejected", "unrated", "unrated_short"
+APPROVED, REJECTED, NEUTRAL, UNRATED, UNRATED_SHORT = "approved", "rejected", "neutral", "unrated", "unrated_short"
+LOW_RATING = 2  # a customer rating at or below this (of 5) is a rejection
 
 
 def judgement(policy: QualityPolicy, feedback: dict, critic: dict, corrected: bool) -> str:
-    """``approved``, ``rejected`` or ``unrated``: what the (trusted) feedback and critic say of the answer."""
+    """What the (trusted) feedback and critic say of the answer: ``approved`` (a keep-level signal),
+    ``rejected`` (a correction, a drop signal, a rating of 1-2), ``neutral`` (judged, neither: a middling
+    rating or critic score) or ``unrated`` (nobody judged it). The approval rate counts the first two."""
     if corrected:
         return REJECTED  # a person replaced it
     thumbs = _number(feedback.get("thumbs"))
@@ -372,11 +376,13 @@ def judgement(policy: QualityPolicy, feedback: dict, critic: dict, corrected: bo
         return REJECTED
     if thumbs == 1 or outcome in ("accepted", "accepted_with_edits") or _is_true(feedback.get("led_to_booking")):
         return APPROVED
-    if rating is not None:
-        return APPROVED if policy.rating_min is not None and rating >= policy.rating_min else REJECTED
-    if critic_score is not None:
-        return APPROVED if policy.critic_min is not None and critic_score > policy.critic_min else REJECTED
-    return UNRATED
+    if rating is not None and rating >= (policy.rating_min or 4):
+        return APPROVED
+    if critic_score is not None and critic_score > (policy.critic_min if policy.critic_min is not None else 0.9):
+        return APPROVED
+    if rating is not None and rating <= LOW_RATING:
+        return REJECTED
+    return NEUTRAL if rating is not None or critic_score is not None else UNRATED
 
 
 def unrated_decision(policy: QualityPolicy, judgements: list[str]) -> tuple[bool, str]:
@@ -464,6 +470,8 @@ def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
     keeps = [row[3] for row in scored]
     reasons = [row[4] for row in scored]
     keep_unrated, why = unrated_decision(policy, [row[5] for row in scored])
+    candidates = sum(row[5] == UNRATED_SHORT for row in scored)
+    decision = f"{'kept' if keep_unrated else 'dropped'} {candidates} valid unrated answers the score did not keep: {why}"
     if keep_unrated:
         for i, row in enumerate(scored):
             if row[5] == UNRATED_SHORT:
@@ -471,7 +479,7 @@ def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
                 reasons[i] = f"kept: unrated valid answer, {why}; score {_fmt(row[2])}" + (
                     reasons[i][reasons[i].index(" ("):] if " (" in reasons[i] else "")
 
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "example_id": ids,
             "conversation_id": df["conversation_id"].tolist(),
@@ -490,3 +498,5 @@ def score_interactions(df: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
         },
         columns=SCORED_COLUMNS,
     )
+    table.attrs["unrated"] = decision  # what unrated_decision chose and why, for the asset's metadata
+    return table
