@@ -59,13 +59,19 @@ def logged_system_prompt(folder: Path) -> str | None:
 def worker(name: str, questions_path: str, system: str, out_path: str) -> int:
     """In a fresh process whose env names the input and home: run the pipeline, ask the held-out questions."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from homegrown.cli import _store, failed_steps, run_pipeline, status
+    from homegrown.cli import LOOP_SELECTION, _store, failed_steps, run_pipeline, status
     from homegrown.gateway.server import stop_background
 
     out: dict[str, Any] = {"business": name}
     started = time.perf_counter()
+    questions = json.loads(Path(questions_path).read_text())["questions"]
+
+    def messages_for(question: str) -> list[dict[str, str]]:
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+
     try:
-        result = run_pipeline("*", None, raise_on_error=False)
+        # what `homegrown run` materialises: ingestion to deployed_endpoint (the specialists are a job of their own)
+        result = run_pipeline(LOOP_SELECTION, None, raise_on_error=False)
         out["pipeline_s"] = time.perf_counter() - started
         out["failed_steps"] = failed_steps(result)
         out["failed_checks"] = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
@@ -82,14 +88,26 @@ def worker(name: str, questions_path: str, system: str, out_path: str) -> int:
 
             client = OpenAI(base_url=f"{endpoint['url'].rstrip('/')}/v1", api_key=endpoint["api_key"], timeout=180,
                             max_retries=1)
-            for q in json.loads(Path(questions_path).read_text())["questions"]:
-                messages = ([{"role": "system", "content": system}] if system else []) + \
-                           [{"role": "user", "content": q["question"]}]
+            for q in questions:
                 t0 = time.perf_counter()
-                response = client.chat.completions.create(model=endpoint.get("model") or "champion", messages=messages,
+                response = client.chat.completions.create(model=endpoint.get("model") or "champion",
+                                                          messages=messages_for(q["question"]),
                                                           temperature=0, max_tokens=160)
                 out["answers"].append({"id": q["id"], "answer": response.choices[0].message.content or "",
                                        "served_by": response.model, "latency_s": time.perf_counter() - t0})
+        elif (out["latest"]["eval_report"] or {}).get("candidate_gguf"):
+            # Not deployed (the gate blocked it): what the blocked candidate knows, asked through the backend the
+            # gateway serves it with (same prompt rendering, greedy). Reported apart, never as the deployed figure.
+            from homegrown.evaluation.runner import load_backend
+
+            backend = load_backend(out["latest"]["eval_report"]["candidate_gguf"])
+            try:
+                for q in questions:
+                    answer = backend.generate(messages_for(q["question"]), max_tokens=160)
+                    out["answers"].append({"id": q["id"], "answer": answer.text, "served_by": "blocked candidate",
+                                           "latency_s": answer.latency_s})
+            finally:
+                backend.close()
     finally:
         stop_background()
         out["wall_s"] = time.perf_counter() - started
@@ -178,6 +196,8 @@ def write_table(results: list[dict[str, Any]], out: Path) -> None:
             deployed = f"no: {json.dumps(reasons, default=str)[:300]}"
         acc = (f"{r['fact_accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
                if r.get("fact_accuracy") is not None else "—")
+        if r.get("fact_accuracy") is not None and not r["deployed"]:
+            acc = f"— (the blocked candidate, asked directly: {acc})"
         lines.append(f"| {r.get('title', r['business'])} | {r.get('rows_in') or '—'} | {r.get('kept') or '—'} / "
                      f"{train or '—'} | {r.get('optimiser_steps') or '—'} | {deployed} | {acc} | {r.get('n', 0)} | "
                      f"{(r.get('wall_s') or 0) / 60:.0f} min |")

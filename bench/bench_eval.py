@@ -14,7 +14,9 @@ Each model answers through ``runner.run_model`` twice in the same process: ``seq
 path, the gateway's llama.cpp backend one request at a time) and the default batched path. The eval answers
 its models one after another, so the whole eval's answering time is the sum over its models: 2 models are
 base + candidate, 3 add a champion, which is another ``q4_k_m`` file of the candidate's size (timed as the
-candidate). Answers of the two paths are compared text for text.
+candidate). Answers of the two paths are compared text for text. The eval's answer cache
+(``homegrown.evaluation.answer_cache``, which lets a retrain skip the base's and the champion's answers it
+already has) is off here: every figure is generation.
 
     flock /tmp/homegrown-bench.lock .venv/bin/python bench/bench_eval.py --out bench/results/eval.md
 """
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/homegrown-bench-eval")
     parser.add_argument("--out", help="write the Markdown table here")
     args = parser.parse_args()
+    os.environ["HOMEGROWN_ANSWER_CACHE"] = "0"  # time generation, never answers read back from an earlier run
 
     from homegrown.evaluation.evaluate import load_test_examples
     from homegrown.evaluation.metrics import task_kind

@@ -335,13 +335,18 @@ def run_model(
 
 
 def _answer_batched(gguf: Path, requests: list[tuple], lora: Path | None = None) -> list[Answer]:
+    """Batched answers, the ones this file already gave to the same requests taken from the answer cache."""
+    from homegrown.evaluation.answer_cache import cached_answers
     from homegrown.evaluation.batched import BatchedGGUF, Request
 
-    model = BatchedGGUF(gguf, lora=lora)
-    try:
-        return model.answer([Request(*request) for request in requests])
-    finally:
-        model.close()
+    def generate(todo: list[tuple]) -> list[Answer]:
+        model = BatchedGGUF(gguf, lora=lora)
+        try:
+            return model.answer([Request(*request) for request in todo])
+        finally:
+            model.close()
+
+    return cached_answers(Path(gguf), Path(lora) if lora else None, requests, generate)
 
 
 def answer_prompts(spec: str, prompts: Sequence[str], max_tokens: int = 128,
