@@ -95,7 +95,7 @@ def worker(name: str, questions_path: str, system: str, out_path: str) -> int:
                                                           temperature=0, max_tokens=160)
                 out["answers"].append({"id": q["id"], "answer": response.choices[0].message.content or "",
                                        "served_by": response.model, "latency_s": time.perf_counter() - t0})
-        elif (out["latest"]["eval_report"] or {}).get("candidate_gguf"):
+        elif (out["latest"]["eval_report"] or {}).get("promoted") is False:
             # Not deployed (the gate blocked it): what the blocked candidate knows, asked through the backend the
             # gateway serves it with (same prompt rendering, greedy). Reported apart, never as the deployed figure.
             from homegrown.evaluation.runner import load_backend

@@ -44,14 +44,22 @@ def tiny_llama_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _no_answer_cache(monkeypatch):
+    """Every eval in the tests generates its answers (tests/test_answer_cache.py turns the cache on): an answer
+    read back from an earlier test run would make a check of generation pass on old output."""
+    monkeypatch.setenv("HOMEGROWN_ANSWER_CACHE", "0")
+
+
+@pytest.fixture(autouse=True)
 def _code_location_left_as_found():
     """A test may build definitions of its own, never replace the imported code location's: a reload under a
     test's environment (production resources, say) would hand those resources to every later test."""
-    import sys
+    import pipelines.definitions
 
-    before = getattr(sys.modules.get("pipelines.definitions"), "defs", None)
+    before = pipelines.definitions.defs
     yield
-    after = getattr(sys.modules.get("pipelines.definitions"), "defs", None)
-    if before is not None and after is not before:
+    after = pipelines.definitions.defs
+    if after is not before:
+        pipelines.definitions.defs = before  # the later tests get the code location back
         pytest.fail("this test replaced pipelines.definitions.defs (a module reload?): later tests would run on "
                     "its resources; build a dg.Definitions of its own instead")

@@ -77,7 +77,7 @@ def score_ids(scored: pd.DataFrame) -> list[str]:
 @pytest.mark.parametrize(
     ("approved", "rejected", "kept", "says"),
     [
-        (0, 0, True, "no answer in the logs was judged"),
+        (0, 0, True, "no answer in the logs was approved or rejected"),
         (8, 2, True, "8 of 10 judged answers approved (80% >= 80%)"),
         (7, 3, False, None),  # 70%: where judged answers are often rejected an unrated one is no safer
     ],
@@ -113,6 +113,14 @@ def test_unrated_keep_and_drop_override_the_logs():
     scored = score_interactions(judged, QualityPolicy())
     assert scored["keep"].tolist() == [False, False, False, False]
     assert "0 of 1 judged answers approved" in scored.attrs["unrated"]
+    # feedback the policy does not trust is not silence: never kept as unrated
+    untrusted = {"provenance": {"source": "gateway", "role": "app"}}
+    planted = frame(
+        interaction(1, feedback={"thumbs": -1, "outcome": "rejected"}, metadata=untrusted),
+        interaction(2, feedback={"admin_correction": "Yes, and wagyu too."}, metadata=untrusted),
+        interaction(3))
+    scored = score_interactions(planted, QualityPolicy(trusted_feedback_only=True))
+    assert scored["keep"].tolist() == [False, False, True], scored["reason"].tolist()
     with pytest.raises(ValueError, match="unrated must be one of auto, keep, drop"):
         QualityPolicy(unrated="sometimes")
     with pytest.raises(ValueError, match="unrated_min_approval"):

@@ -43,8 +43,10 @@ def s3(monkeypatch):
         client.create_bucket(Bucket=BUCKET)
         yield client
     finally:
-        urllib.request.urlopen(reset, timeout=10).close()
-        server.stop()
+        try:
+            urllib.request.urlopen(reset, timeout=10).close()
+        finally:
+            server.stop()
 
 
 def upload(client, prefix: str, files: dict[str, bytes]) -> None:

@@ -4,7 +4,8 @@
 from the ingestion state (interactions, their feedback, quarantined lines that name them) and keeps them
 out of future datasets: a forgotten organisation goes onto the opt-out list that curation reads (the
 ``optout`` table of the ingestion state, under its own location so that re-reading an ``optout.json``
-never drops it). Each call appends what it removed (counts, ids, time, who) to a forget log (0600).
+never drops it). The eval's answer cache, which may hold answers that repeat the logs, is deleted whole.
+Each call appends what it removed (counts, ids, time, who) to a forget log (0600).
 
 A forgotten conversation's rows are deleted, and so are the lines of the gateway export; ingestion drops it
 again whenever a business's own input file holding it is read (the ``forgotten`` table).
@@ -122,6 +123,9 @@ def forget(
             store.close()
     if state_db:
         entry["ingestion_state"] = forget_in_state(state_db, org_id=org_id, conversation_id=conversation_id)
+    from homegrown.evaluation.answer_cache import forget_answers
+
+    entry["eval_answer_cache_deleted"] = forget_answers()  # a cache: cheaper to drop whole than to search
     append_private_line(Path(forget_log), entry)
     return entry
 

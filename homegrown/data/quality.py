@@ -364,7 +364,9 @@ LOW_RATING = 2  # a customer rating at or below this (of 5) is a rejection
 def judgement(policy: QualityPolicy, feedback: dict, critic: dict, corrected: bool) -> str:
     """What the (trusted) feedback and critic say of the answer: ``approved`` (a keep-level signal),
     ``rejected`` (a correction, a drop signal, a rating of 1-2), ``neutral`` (judged, neither: a middling
-    rating or critic score) or ``unrated`` (nobody judged it). The approval rate counts the first two."""
+    rating or critic score) or ``unrated`` (nobody judged it). The approval rate counts the first two. It reads
+    what users and critics said, whatever the policy drops: an outcome of ``regenerated`` is a rejection even
+    where ``drop_outcomes`` leaves it out."""
     if corrected:
         return REJECTED  # a person replaced it
     thumbs = _number(feedback.get("thumbs"))
@@ -376,7 +378,7 @@ def judgement(policy: QualityPolicy, feedback: dict, critic: dict, corrected: bo
         return REJECTED
     if thumbs == 1 or outcome in ("accepted", "accepted_with_edits") or _is_true(feedback.get("led_to_booking")):
         return APPROVED
-    if rating is not None and rating >= (policy.rating_min or 4):
+    if rating is not None and rating >= (policy.rating_min if policy.rating_min is not None else 4):
         return APPROVED
     if critic_score is not None and critic_score > (policy.critic_min if policy.critic_min is not None else 0.9):
         return APPROVED
@@ -392,7 +394,7 @@ def unrated_decision(policy: QualityPolicy, judgements: list[str]) -> tuple[bool
     approved = sum(j == APPROVED for j in judgements)
     judged = approved + sum(j == REJECTED for j in judgements)
     if judged == 0:
-        return True, "no answer in the logs was judged"
+        return True, "no answer in the logs was approved or rejected"
     rate = approved / judged
     verdict = ">=" if rate >= policy.unrated_min_approval else "<"
     return rate >= policy.unrated_min_approval, (
@@ -412,7 +414,8 @@ def _score_rows(
             raise TypeError(
                 f"interaction {interaction_id!r}: messages must be a list, got {type(messages).__name__}"
             )
-        feedback, note = trusted_feedback(policy, _as_dict(feedback), metadata)
+        raw_feedback = _as_dict(feedback)
+        feedback, note = trusted_feedback(policy, raw_feedback, metadata)
         critic = _as_dict(critic)
         correction = _correction(feedback)
         if correction is not None:
@@ -425,6 +428,10 @@ def _score_rows(
             policy, score, parts, valid, validity_reason, feedback, critic, correction is not None
         )
         judged = judgement(policy, feedback, critic, correction is not None)
+        if judged == UNRATED and any(not k.endswith(PROVENANCE_SUFFIX) for k in raw_feedback):
+            # feedback the policy does not trust (an app key's thumbs down, an ignored correction) is not
+            # silence: such a row is never kept as unrated, and it counts in no approval rate
+            judged = NEUTRAL
         if judged == UNRATED and valid and not keep and reason.startswith("dropped: score"):
             judged = UNRATED_SHORT
         if note:

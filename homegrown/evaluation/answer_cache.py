@@ -7,22 +7,27 @@ requests are the answers they gave then: this cache returns them instead of deco
 eval's time goes to the candidate and the new examples.
 
 An entry is keyed by the model (SHA-256 of the GGUF file, and of the LoRA file when one is applied), the
-engine (llama-cpp-python's version and :data:`ENGINE`, bumped when the decoding semantics of
-:mod:`homegrown.evaluation.batched` change) and the whole request (messages, token budget,
-``response_format``, tools). An answer comes back with the latency and token count measured when it was
-generated. With kernels whose results depend on which answers share a batch (llama.cpp's repacked
+engine (llama-cpp-python's version and the source of every module that shapes an answer: prompt rendering,
+grammars, tool-call parsing, the batched decoder; :data:`ENGINE_MODULES`) and the whole request (messages,
+token budget, ``response_format``, tools, in their order). A cached answer comes back without its timing
+(``latency_s`` and ``completion_tokens`` are ``None``), so a model's latency and throughput figures come only
+from answers generated in this run. With kernels whose results depend on which answers share a batch (llama.cpp's repacked
 ``q4_k_m`` weights on CPUs without AMX; see :mod:`homegrown.evaluation.batched`), a cached answer is the one
 the model gave in that earlier batch: an answer the model really gives, not necessarily the one a fresh batch
 would produce.
 
 The cache is a SQLite file, ``<HOMEGROWN_HOME>/cache/eval-answers.sqlite`` (a machine's own: nothing shares
-it); ``HOMEGROWN_ANSWER_CACHE=0`` turns it off.
+it; readable by its owner only, and deleted by ``homegrown forget``, since answers to prompts from the logs
+may repeat them); ``HOMEGROWN_ANSWER_CACHE=0`` turns it off. It is best-effort: a cache that cannot be read
+or written is logged and the answers are generated.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -33,7 +38,14 @@ from typing import Any, Self
 from homegrown import paths
 from homegrown.evaluation.runner import Answer
 
-ENGINE = "batched-1"  # bump when homegrown.evaluation.batched answers the same request differently
+log = logging.getLogger(__name__)
+
+PRIVATE_FILE_MODE = 0o600
+# The modules whose code decides what a model answers to a request; their source is part of every key.
+ENGINE_MODULES = (
+    "homegrown.evaluation.answer_cache", "homegrown.evaluation.batched", "homegrown.evaluation.runner",
+    "homegrown.training.llama_cpp_util", "homegrown.training.chat", "homegrown.gateway.backends",
+)
 
 
 def enabled() -> bool:
@@ -59,18 +71,28 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
     return sha.hexdigest()
 
 
-def model_key(gguf: Path, lora: Path | None) -> str:
+@lru_cache(maxsize=1)
+def engine_digest() -> str:
+    """llama-cpp-python's version and the source of :data:`ENGINE_MODULES`: a change to either is a new engine."""
     import llama_cpp
 
-    parts = [ENGINE, getattr(llama_cpp, "__version__", "?"), file_digest(gguf), file_digest(lora) if lora else "-"]
+    sha = hashlib.sha256(str(getattr(llama_cpp, "__version__", "?")).encode())
+    for name in ENGINE_MODULES:
+        spec = importlib.util.find_spec(name)
+        sha.update(Path(spec.origin).read_bytes() if spec and spec.origin else name.encode())
+    return sha.hexdigest()
+
+
+def model_key(gguf: Path, lora: Path | None) -> str:
+    parts = [engine_digest(), file_digest(gguf), file_digest(lora) if lora else "-"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def request_key(request: Sequence[Any]) -> str:
-    """``(messages, max_tokens, response_format, tools)`` as a digest."""
+    """``(messages, max_tokens, response_format, tools)`` as a digest; key order is kept (a schema's property
+    order and the order of the tools shape the prompt and the grammar)."""
     messages, max_tokens, response_format, tools = request
-    payload = json.dumps([messages, max_tokens, response_format, tools], sort_keys=True, ensure_ascii=False,
-                         default=str)
+    payload = json.dumps([messages, max_tokens, response_format, tools], ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -80,6 +102,8 @@ class AnswerCache:
     def __init__(self, path: Path | None = None):
         self.path = path or cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
         self.db = sqlite3.connect(self.path, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS answers (model TEXT NOT NULL, request TEXT NOT NULL, "
@@ -99,7 +123,8 @@ class AnswerCache:
             rows = self.db.execute(
                 f"SELECT request, text, latency_s, completion_tokens FROM answers WHERE model = ? AND request IN "
                 f"({','.join('?' * len(chunk))})", [model, *chunk]).fetchall()
-            found.update({r: Answer(text=t, latency_s=lat, completion_tokens=n) for r, t, lat, n in rows})
+            # no timing: an earlier run's latency would mix into this run's performance figures
+            found.update({r: Answer(text=t) for r, t, _lat, _n in rows})
         return found
 
     def put(self, model: str, answers: dict[str, Answer]) -> None:
@@ -116,15 +141,32 @@ def cached_answers(gguf: Path, lora: Path | None, requests: list[tuple],
         return generate(requests)
     model = model_key(gguf, lora)
     keys = [request_key(r) for r in requests]
-    with AnswerCache() as cache:
-        known = cache.get(model, sorted(set(keys)))
-        missing = [i for i, key in enumerate(keys) if key not in known]
-        fresh = {}
-        if missing:
-            first = {}
-            for i in missing:
-                first.setdefault(keys[i], i)  # a request asked twice is answered once
-            order = list(first.values())
-            fresh = dict(zip((keys[i] for i in order), generate([requests[i] for i in order]), strict=True))
-            cache.put(model, fresh)
+    known: dict[str, Answer] = {}
+    try:
+        with AnswerCache() as cache:
+            known = cache.get(model, sorted(set(keys)))
+    except sqlite3.Error as exc:
+        log.warning(f"eval answer cache {cache_path()} unreadable ({exc}); generating every answer")
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key not in known:
+            first.setdefault(key, i)  # a request asked twice is answered once
+    fresh = dict(zip(first, generate([requests[i] for i in first.values()]), strict=True)) if first else {}
+    if fresh:
+        try:
+            with AnswerCache() as cache:
+                cache.put(model, fresh)
+        except sqlite3.Error as exc:
+            log.warning(f"eval answer cache {cache_path()} not written ({exc}); the answers are kept for this run")
     return [known.get(key) or fresh[key] for key in keys]
+
+
+def forget_answers() -> bool:
+    """Delete the cache (``homegrown forget``: answers may repeat what the logs said); True when there was one."""
+    found = False
+    for suffix in ("", "-wal", "-shm"):
+        path = cache_path().with_name(cache_path().name + suffix)
+        if path.exists():
+            path.unlink()
+            found = True
+    return found
