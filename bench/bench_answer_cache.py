@@ -12,8 +12,8 @@ SmolLM2 Q4_1 file that ``eval_report`` evaluates as the base) answering the day 
   retrain's eval costs for the base; the champion saves the same share (it answered the day-1 split when it
   was the candidate).
 
-Answers of the two runs are compared text for text (the base's Q4_1 kernels do not depend on the batch, so
-they match).
+Answers of the two runs are compared text for text: a cached answer was generated in another batch (the day-1
+split's), so where llama.cpp's kernels depend on the batch an answer can differ at a near-tie.
 
     .venv/bin/python bench/bench_answer_cache.py --out bench/results/answer_cache.md
 """
