@@ -31,29 +31,12 @@ from pathlib import Path
 
 
 def test_split(work: Path, days: int, previous: dict[str, str]) -> tuple[dict[str, str], list[dict]]:
-    """The demo's test split after ``days`` days of logs, splits kept from ``previous``."""
-    from homegrown.data.curate import curate
-    from homegrown.data.ingest import ingest, load_interactions, load_optout
-    from homegrown.data.pii_audit import canary_frame
-    from homegrown.data.quality import QualityPolicy
-    from homegrown.data.splits import assign_splits, cross_split_duplicates, write_splits
-    from homegrown.data.synthetic import generate_synthetic
-    from homegrown.demo.generate import KNOWLEDGE_PATH, generate_demo_logs
+    """The demo's test split after ``days`` days of logs (``bench_eval.build_test_split``), as examples."""
+    from bench_eval import build_test_split
+
     from homegrown.evaluation.evaluate import load_test_examples
 
-    folder = work / f"days-{days}"
-    for batch in range(days):
-        generate_demo_logs(folder / "logs", seed=0, batch=batch)
-    ingest(folder / "logs", folder / "interactions.sqlite")
-    interactions = load_interactions(folder / "interactions.sqlite")
-    opted_out = set(load_optout(folder / "interactions.sqlite"))
-    synthetic = generate_synthetic(KNOWLEDGE_PATH, seed=0, per_fact=3, opted_out_orgs=opted_out)
-    kept = curate(interactions, synthetic, QualityPolicy(), opted_out, canaries=canary_frame()).kept
-    assignment = assign_splits(kept, previous)
-    missed = cross_split_duplicates(kept, assignment)
-    if missed:
-        kept = kept[~kept["example_id"].isin({m[2] for m in missed})].reset_index(drop=True)
-    path = write_splits(kept, assignment, folder / "splits").paths["test"]["parquet"]
+    path, assignment = build_test_split(work / f"days-{days}", days, previous)
     return assignment, load_test_examples(path, None)
 
 

@@ -40,8 +40,10 @@ batched kernel on x86, so batching saves little for the base; the candidate gain
 Timings are from a shared 2-core VM with other work running (load average in the header)."""
 
 
-def build_test_split(work: Path) -> Path:
-    """The demo day's test split, built with the data assets' calls; returns the test Parquet path."""
+def build_test_split(work: Path, days: int = 1, previous: dict[str, str] | None = None
+                     ) -> tuple[Path, dict[str, str]]:
+    """The demo's test split after ``days`` days of logs, built with the data assets' calls (splits kept from
+    ``previous`` as ``dataset_splits`` keeps them); returns the test Parquet path and the split assignment."""
     from homegrown.data.curate import curate
     from homegrown.data.ingest import ingest, load_interactions, load_optout
     from homegrown.data.pii_audit import canary_frame
@@ -50,17 +52,18 @@ def build_test_split(work: Path) -> Path:
     from homegrown.data.synthetic import generate_synthetic
     from homegrown.demo.generate import KNOWLEDGE_PATH, generate_demo_logs
 
-    generate_demo_logs(work / "logs")
+    for batch in range(days):
+        generate_demo_logs(work / "logs", seed=0, batch=batch)
     ingest(work / "logs", work / "interactions.sqlite")
     interactions = load_interactions(work / "interactions.sqlite")
     opted_out = set(load_optout(work / "interactions.sqlite"))
     synthetic = generate_synthetic(KNOWLEDGE_PATH, seed=0, per_fact=3, opted_out_orgs=opted_out)
     kept = curate(interactions, synthetic, QualityPolicy(), opted_out, canaries=canary_frame()).kept
-    assignment = assign_splits(kept, {})
+    assignment = assign_splits(kept, previous or {})
     missed = cross_split_duplicates(kept, assignment)
     if missed:
         kept = kept[~kept["example_id"].isin({m[2] for m in missed})].reset_index(drop=True)
-    return Path(write_splits(kept, assignment, work / "splits").paths["test"]["parquet"])
+    return Path(write_splits(kept, assignment, work / "splits").paths["test"]["parquet"]), assignment
 
 
 def candidate_gguf(work: Path) -> Path:
@@ -111,7 +114,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    examples = load_test_examples(build_test_split(work), args.examples or None)
+    examples = load_test_examples(build_test_split(work)[0], args.examples or None)
     kinds = {kind: sum(task_kind(e) == kind for e in examples) for kind in ("text", "tool", "json")}
     models = {"base": str(embedded_gguf_path()), "candidate": str(candidate_gguf(work))}
     rows = {name: time_model(spec, examples, args.max_tokens) for name, spec in models.items()}

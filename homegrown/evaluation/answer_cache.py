@@ -40,7 +40,6 @@ from homegrown.evaluation.runner import Answer
 
 log = logging.getLogger(__name__)
 
-PRIVATE_FILE_MODE = 0o600
 # The modules whose code decides what a model answers to a request; their source is part of every key.
 ENGINE_MODULES = (
     "homegrown.evaluation.answer_cache", "homegrown.evaluation.batched", "homegrown.evaluation.runner",
@@ -103,12 +102,13 @@ class AnswerCache:
         self.path = path or cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
+            from homegrown.gateway.logstore import PRIVATE_FILE_MODE
+
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
         self.db = sqlite3.connect(self.path, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS answers (model TEXT NOT NULL, request TEXT NOT NULL, "
-                        "text TEXT NOT NULL, latency_s REAL, completion_tokens INTEGER, "
-                        "PRIMARY KEY (model, request))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS answer_texts (model TEXT NOT NULL, request TEXT NOT NULL, "
+                        "text TEXT NOT NULL, PRIMARY KEY (model, request))")
 
     def __enter__(self) -> Self:
         return self
@@ -117,21 +117,21 @@ class AnswerCache:
         self.db.close()
 
     def get(self, model: str, requests: list[str]) -> dict[str, Answer]:
+        """The cached answers among ``requests``, without timings: an earlier run's latency would mix into this
+        run's performance figures."""
         found: dict[str, Answer] = {}
         for start in range(0, len(requests), 500):
             chunk = requests[start:start + 500]
             rows = self.db.execute(
-                f"SELECT request, text, latency_s, completion_tokens FROM answers WHERE model = ? AND request IN "
+                f"SELECT request, text FROM answer_texts WHERE model = ? AND request IN "
                 f"({','.join('?' * len(chunk))})", [model, *chunk]).fetchall()
-            # no timing: an earlier run's latency would mix into this run's performance figures
-            found.update({r: Answer(text=t) for r, t, _lat, _n in rows})
+            found.update({request: Answer(text=text) for request, text in rows})
         return found
 
     def put(self, model: str, answers: dict[str, Answer]) -> None:
         with self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
-                [(model, key, a.text, a.latency_s, a.completion_tokens) for key, a in answers.items()])
+            self.db.executemany("INSERT OR REPLACE INTO answer_texts VALUES (?, ?, ?)",
+                                [(model, key, a.text) for key, a in answers.items()])
 
 
 def cached_answers(gguf: Path, lora: Path | None, requests: list[tuple],
